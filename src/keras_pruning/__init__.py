@@ -1,0 +1,32 @@
+"""keras-pruning: magnitude pruning for Keras 3, with TFMOT's API.
+
+Importing this package registers every serializable class, so pruned `.keras`
+files load with `keras.models.load_model` and no custom objects.
+"""
+
+from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
+from keras_pruning.masks import magnitude_mask
+from keras_pruning.prune import prune_low_magnitude, pruning_wrappers, strip_pruning
+from keras_pruning.registry import PrunableLayer, get_prunable_weights
+from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from keras_pruning.stats import WeightSparsity, sparsity_report
+from keras_pruning.wrapper import PruneLowMagnitude
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningSchedule",
+    "PruningSummaries",
+    "UpdatePruningStep",
+    "WeightSparsity",
+    "get_prunable_weights",
+    "magnitude_mask",
+    "prune_low_magnitude",
+    "pruning_wrappers",
+    "sparsity_report",
+    "strip_pruning",
+)

@@ -1,0 +1,171 @@
+"""Training callbacks: `UpdatePruningStep` drives the masks, `PruningSummaries`
+logs them to TensorBoard."""
+
+import os
+import warnings
+
+import keras
+from keras import ops
+
+from keras_pruning.prune import pruning_wrappers
+
+__all__ = ("UpdatePruningStep", "PruningSummaries")
+
+
+def _find_wrappers(model, callback_name):
+    wrappers = pruning_wrappers(model)
+    if not wrappers:
+        raise ValueError(
+            f"{callback_name} was given model {model.name!r}, which has no "
+            "PruneLowMagnitude layers. Prune it first with "
+            "`keras_pruning.prune_low_magnitude(model)`."
+        )
+    return wrappers
+
+
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Steps the model's pruning schedule once per training batch.
+
+    One step counter serves the whole model: a shared layer, or a layer called
+    twice per batch, advances once. The first training batch is step 1; steps
+    carry over across `fit()` calls and across save and load. Before each batch
+    whose step a wrapper's schedule selects, that wrapper's masks are
+    recomputed from the current weights (between steps, so on every backend).
+
+    In a custom training loop, call `set_model(model)` and `on_train_begin()`
+    once, then `on_train_batch_begin(batch)` before every step.
+
+    Example:
+        >>> model.fit(x, y, callbacks=[keras_pruning.UpdatePruningStep()])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._wrappers = None
+        self._step = None
+        self._updated = False
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._wrappers = None
+
+    def on_train_begin(self, logs=None):
+        if self.model is None:
+            raise ValueError(
+                "UpdatePruningStep has no model: call `set_model(model)` before "
+                "`on_train_begin()` in a custom training loop."
+            )
+        self._wrappers = _find_wrappers(self.model, "UpdatePruningStep")
+        self._step = max(0, max(w.pruning_step for w in self._wrappers))
+        for wrapper in self._wrappers:
+            wrapper._pruning_step = self._step
+        self._updated = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._wrappers is None:
+            self.on_train_begin()
+        self._step += 1
+        for wrapper in self._wrappers:
+            wrapper._pruning_step = self._step
+            should_prune, sparsity = wrapper.pruning_schedule(self._step)
+            if should_prune:
+                wrapper.update_masks(sparsity)
+                self._updated = True
+
+    def on_epoch_end(self, epoch=None, logs=None, batch=None):
+        # `batch` is accepted for TFMOT's custom-loop idiom
+        # `callback.on_epoch_end(batch=-1)`; nothing is needed here.
+        del epoch, logs, batch
+
+    def on_train_end(self, logs=None):
+        if self._wrappers is None or self._updated:
+            return
+        dense = [
+            w.name
+            for w in self._wrappers
+            if all(bool(ops.all(ops.equal(m, 1))) for m in w.masks)
+            and w.pruning_schedule.sparsity(self._step) > 0
+        ]
+        if dense:
+            warnings.warn(
+                f"Training ended at pruning step {self._step} without any mask "
+                f"update, so layers {dense} are not pruned. A schedule updates "
+                "masks only at `begin_step + k * frequency` (TFMOT's default "
+                "frequency is 100): lower `frequency` or `begin_step`, or train "
+                "for more steps.",
+                stacklevel=2,
+            )
+
+
+class PruningSummaries(keras.callbacks.Callback):
+    """Logs each pruned weight's sparsity and threshold to TensorBoard.
+
+    Tags are unique per weight: `<wrapper>/<weight>/sparsity` and
+    `<wrapper>/<weight>/threshold`, with the pruning step as x-axis. The state
+    is logged every epoch (or every `update_freq` batches) and once more when
+    training ends, so the final masks are always recorded. Use it together
+    with `UpdatePruningStep`. Needs TensorFlow (for `tf.summary`).
+
+    Args:
+        log_dir: directory for the event files.
+        update_freq: `"epoch"`, or a positive number of batches. Defaults to
+            `"epoch"`.
+
+    Example:
+        >>> callbacks = [UpdatePruningStep(), PruningSummaries("logs/")]
+    """
+
+    def __init__(self, log_dir, update_freq="epoch"):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+            raise TypeError(
+                "`log_dir` must be a non-empty path (str or os.PathLike). "
+                f"Received: log_dir={log_dir!r}"
+            )
+        valid_int = isinstance(update_freq, int) and not isinstance(update_freq, bool)
+        if not (update_freq == "epoch" or (valid_int and update_freq > 0)):
+            raise ValueError(
+                "`update_freq` must be 'epoch' or a positive integer number of "
+                f"batches. Received: update_freq={update_freq!r}"
+            )
+        self.log_dir = os.fspath(log_dir)
+        self.update_freq = update_freq
+        self._writer = None
+        self._batches = 0
+
+    def _write(self):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        wrappers = _find_wrappers(self.model, "PruningSummaries")
+        with self._writer.as_default():
+            for wrapper in wrappers:
+                step = max(wrapper.pruning_step, 0)
+                for mask, threshold in zip(
+                    wrapper.masks, wrapper.thresholds, strict=True
+                ):
+                    tag = f"{wrapper.name}/{mask.name.removesuffix('_mask')}"
+                    kept = ops.convert_to_numpy(ops.mean(ops.cast(mask, "float32")))
+                    tf.summary.scalar(f"{tag}/sparsity", 1.0 - float(kept), step=step)
+                    tf.summary.scalar(
+                        f"{tag}/threshold",
+                        float(ops.convert_to_numpy(threshold)),
+                        step=step,
+                    )
+        self._writer.flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.update_freq != "epoch":
+            self._batches += 1
+            if self._batches % self.update_freq == 0:
+                self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.update_freq == "epoch":
+            self._write()
+
+    def on_train_end(self, logs=None):
+        self._write()
+        self._writer.close()
+        self._writer = None

@@ -1,0 +1,163 @@
+"""Which weights of which layer types are pruned.
+
+Layer types are matched with `isinstance`, so subclasses of supported layers
+are prunable too. A custom layer opts in by implementing `PrunableLayer`
+(a `get_prunable_weights()` method).
+"""
+
+import abc
+
+import keras
+from keras import layers
+
+__all__ = ("PrunableLayer", "get_prunable_weights", "is_prunable", "is_passthrough")
+
+
+class PrunableLayer(abc.ABC):
+    """Interface of a custom layer that knows which of its weights to prune.
+
+    Any layer with a `get_prunable_weights()` method is treated as prunable;
+    subclassing this class only documents the intent.
+
+    Example:
+        >>> class MyDense(keras.layers.Dense, PrunableLayer):
+        ...     def get_prunable_weights(self):
+        ...         return [self.kernel]
+    """
+
+    @abc.abstractmethod
+    def get_prunable_weights(self):
+        """Returns the list of variables to prune."""
+
+
+def _own(*names):
+    def getter(layer):
+        return [getattr(layer, name) for name in names]
+
+    return getter
+
+
+def _rnn(layer):
+    cells = (
+        layer.cell.cells
+        if isinstance(layer.cell, layers.StackedRNNCells)
+        else [layer.cell]
+    )
+    return [w for cell in cells for w in get_prunable_weights(cell)]
+
+
+def _attention(layer):
+    sublayers = (
+        layer._query_dense,
+        layer._key_dense,
+        layer._value_dense,
+        layer._output_dense,
+    )
+    return [sub.kernel for sub in sublayers]
+
+
+def _inner(layer):
+    return get_prunable_weights(layer.layer)
+
+
+def _bidirectional(layer):
+    return get_prunable_weights(layer.forward_layer) + get_prunable_weights(
+        layer.backward_layer
+    )
+
+
+_CONV_TYPES = (
+    layers.Conv1D,
+    layers.Conv2D,
+    layers.Conv3D,
+    layers.Conv1DTranspose,
+    layers.Conv2DTranspose,
+    layers.Conv3DTranspose,
+)
+
+# (layer types, function returning the weights to prune). Order matters:
+# the first matching entry wins, so subclasses go before their bases.
+_PRUNABLE = [
+    ((layers.SeparableConv1D, layers.SeparableConv2D), _own("pointwise_kernel")),
+    (_CONV_TYPES, _own("kernel")),
+    ((layers.Dense, layers.EinsumDense), _own("kernel")),
+    ((layers.Embedding,), _own("embeddings")),
+    (
+        (layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell),
+        _own("kernel", "recurrent_kernel"),
+    ),
+    ((layers.RNN,), _rnn),
+    ((layers.MultiHeadAttention,), _attention),
+    ((layers.Bidirectional,), _bidirectional),
+    ((layers.TimeDistributed,), _inner),
+]
+
+# Layers with trainable weights that are left dense on purpose.
+_PASSTHROUGH = (
+    layers.DepthwiseConv1D,
+    layers.DepthwiseConv2D,
+    layers.BatchNormalization,
+    layers.LayerNormalization,
+    layers.GroupNormalization,
+    layers.UnitNormalization,
+)
+if hasattr(layers, "RMSNormalization"):
+    _PASSTHROUGH += (layers.RMSNormalization,)
+
+SUPPORTED_LAYERS = tuple(t.__name__ for types, _ in _PRUNABLE for t in types)
+
+
+def get_prunable_weights(layer):
+    """Returns the variables of `layer` that pruning masks.
+
+    Args:
+        layer: a `keras.layers.Layer`.
+
+    Returns:
+        A list of variables. A `get_prunable_weights()` method on the layer
+        wins over the built-in table.
+
+    Raises:
+        ValueError: if the layer type is not supported and has no
+            `get_prunable_weights()` method.
+    """
+    custom = getattr(layer, "get_prunable_weights", None)
+    if callable(custom):
+        return list(custom())
+    for types, getter in _PRUNABLE:
+        if isinstance(layer, types):
+            return getter(layer)
+    raise ValueError(_unsupported_message(layer))
+
+
+def is_prunable(layer):
+    """True if `layer` has a `get_prunable_weights()` method or a supported type."""
+    if callable(getattr(layer, "get_prunable_weights", None)):
+        return True
+    return any(isinstance(layer, types) for types, _ in _PRUNABLE)
+
+
+def is_passthrough(layer):
+    """True if `layer` is left dense: no trainable weights, or a type kept dense
+    on purpose (depthwise convolutions, normalization layers)."""
+    if isinstance(layer, _PASSTHROUGH):
+        return True
+    if isinstance(layer, keras.Model):
+        return False
+    return not layer.trainable_weights if layer.built else not _declares_weights(layer)
+
+
+def _declares_weights(layer):
+    # An unbuilt layer of a weightless built-in type (Dropout, Flatten, ...).
+    return type(layer).build is not keras.layers.Layer.build
+
+
+def _unsupported_message(layer):
+    return (
+        f"Layer {layer.name!r} of class {type(layer).__name__} has weights but "
+        "is not supported by prune_low_magnitude. Supported layers (and their "
+        f"subclasses): {', '.join(SUPPORTED_LAYERS)}; left dense: "
+        f"{', '.join(t.__name__ for t in _PASSTHROUGH)}. To prune a custom layer, "
+        "give it a `get_prunable_weights()` method returning the variables to "
+        "prune (see keras_pruning.PrunableLayer), or leave it unwrapped."
+    )

@@ -1,0 +1,360 @@
+"""`PruneLowMagnitude`: the one layer that holds pruning masks."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_pruning import masks as masks_lib
+from keras_pruning import registry
+from keras_pruning.schedules import ConstantSparsity, PruningSchedule
+
+__all__ = ("PruneLowMagnitude",)
+
+_POOLING_TYPES = ("avg", "max")
+_STEP_KEY = "pruning_step"
+
+
+class _MaskConstraint(keras.constraints.Constraint):
+    """Re-applies a mask after every optimizer update, after `inner` (the
+    variable's own constraint, if any). Keeps stored weights sparse."""
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return masks_lib.apply_mask(w, self.mask)
+
+
+def _validate_block_size(block_size):
+    if (
+        not isinstance(block_size, (tuple, list))
+        or len(block_size) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in block_size)
+    ):
+        raise TypeError(
+            "`block_size` must be a tuple of two positive integers. "
+            f"Received: block_size={block_size!r}"
+        )
+    if min(block_size) < 1:
+        raise ValueError(
+            "`block_size` must be a tuple of two positive integers. "
+            f"Received: block_size={tuple(block_size)}"
+        )
+    if tuple(block_size) != (1, 1):
+        raise NotImplementedError(
+            "Block sparsity is not implemented yet: only block_size=(1, 1) is "
+            f"supported. Received: block_size={tuple(block_size)}"
+        )
+    return tuple(block_size)
+
+
+def _validate_pooling_type(block_pooling_type):
+    if not isinstance(block_pooling_type, str) or (
+        block_pooling_type.lower() not in _POOLING_TYPES
+    ):
+        raise ValueError(
+            f"`block_pooling_type` must be one of {_POOLING_TYPES} (or TFMOT's "
+            f"'AVG'/'MAX'). Received: block_pooling_type={block_pooling_type!r}"
+        )
+    return block_pooling_type.lower()
+
+
+def _validate_m_by_n(sparsity_m_by_n):
+    if sparsity_m_by_n is not None:
+        raise NotImplementedError(
+            "m-by-n sparsity is not implemented yet. "
+            f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
+        )
+
+
+def _call_with_values(layer, values, *args, **kwargs):
+    """Calls `layer` with some variables read as other tensors.
+
+    `values` maps `id(variable)` to the tensor that stands for it. The call
+    runs in a `keras.StatelessScope`, so nothing is assigned in place; updates
+    the layer makes to its other variables (RNG seeds, states) are applied
+    after the call, and its losses are re-added. Any enclosing stateless scope
+    (the JAX trainer's) is honoured: other variables are read through it.
+    """
+    mapping = [(v, values.get(id(v), v)) for v in layer.variables]
+    with keras.StatelessScope(
+        state_mapping=mapping, collect_losses=True, initialize_variables=False
+    ) as scope:
+        before = {id(v): scope.get_current_value(v) for v, _ in mapping}
+        outputs = layer(*args, **kwargs)
+    for variable, _ in mapping:
+        value = scope.get_current_value(variable)
+        if id(variable) not in values and value is not before[id(variable)]:
+            variable.assign(value)
+    return outputs, scope.losses
+
+
+def _relative_name(weight, layer):
+    """`weight`'s path below `layer`, joined with "_": "kernel" for a Dense,
+    "query_kernel" for a MultiHeadAttention's query projection."""
+    parts = weight.path.split("/")
+    if layer.name in parts:
+        parts = parts[parts.index(layer.name) + 1 :]
+    return "_".join(parts) or weight.name
+
+
+@keras.saving.register_keras_serializable(package="keras_pruning")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer and prunes its weights by magnitude.
+
+    The wrapper holds one boolean mask and one threshold per prunable
+    weight (non-trainable variables created in `build`). The forward pass uses
+    the effective weights `w * mask` (as Keras's LoRA uses an effective
+    kernel), so the wrapped layer computes with sparse weights on every
+    backend, and the gradient of a pruned weight is zero. Masks are updated
+    between training steps by `UpdatePruningStep`, following the schedule;
+    inference never changes weights or masks.
+
+    Args:
+        layer: the `keras.layers.Layer` to prune. Its type must be supported
+            (see `keras_pruning.registry`) or have `get_prunable_weights()`.
+        pruning_schedule: a `PruningSchedule`. Defaults to a new
+            `ConstantSparsity(0.5, 0)`.
+        block_size: block of the mask, `(1, 1)` for unstructured pruning.
+            Defaults to `(1, 1)`.
+        block_pooling_type: `"avg"` or `"max"`. Defaults to `"avg"`.
+        sparsity_m_by_n: `None`, or `(m, n)` (not implemented yet).
+        **kwargs: `keras.layers.Layer` arguments, such as `name`.
+
+    Example:
+        >>> layer = PruneLowMagnitude(keras.layers.Dense(4))
+        >>> layer.build((None, 3))
+        >>> [tuple(m.shape) for m in layer.masks]
+        [(3, 4)]
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="avg",
+        sparsity_m_by_n=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`layer` must be a keras.layers.Layer instance. "
+                f"Received: layer={layer!r} (of type {type(layer).__name__})"
+            )
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(
+                f"Layer {layer.name!r} is already wrapped by PruneLowMagnitude; "
+                "wrapping it twice would prune it twice. Received: "
+                f"layer={layer.name!r}"
+            )
+        if isinstance(layer, keras.Model):
+            raise TypeError(
+                "PruneLowMagnitude wraps layers, not models: call "
+                "`prune_low_magnitude(model)` to prune a model. Received: "
+                f"layer={layer.name!r} (of type {type(layer).__name__})"
+            )
+        if not registry.is_prunable(layer):
+            raise ValueError(registry._unsupported_message(layer))
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, 0)
+        if not isinstance(pruning_schedule, PruningSchedule):
+            raise TypeError(
+                "`pruning_schedule` must be a keras_pruning.PruningSchedule, such "
+                "as ConstantSparsity or PolynomialDecay. Received: "
+                f"pruning_schedule={pruning_schedule!r}"
+            )
+        self.block_size = _validate_block_size(block_size)
+        self.block_pooling_type = _validate_pooling_type(block_pooling_type)
+        _validate_m_by_n(sparsity_m_by_n)
+        self.sparsity_m_by_n = sparsity_m_by_n
+        self.pruning_schedule = pruning_schedule
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        # The pruning step of the model, written by UpdatePruningStep: -1 until
+        # training starts; the first training batch is step 1.
+        self._pruning_step = -1
+        self._prunable_weights = []
+        self._masks = []
+        self._thresholds = []
+
+    @property
+    def pruning_step(self):
+        """The current pruning step (-1 before training starts)."""
+        return self._pruning_step
+
+    @property
+    def prunable_weights(self):
+        """The wrapped layer's variables that are masked."""
+        return list(self._prunable_weights)
+
+    @property
+    def masks(self):
+        """One boolean mask variable per prunable weight."""
+        return list(self._masks)
+
+    @property
+    def thresholds(self):
+        """One float32 threshold variable per prunable weight: the smallest
+        magnitude kept at the last mask update (0 before any update)."""
+        return list(self._thresholds)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            try:
+                self.layer.build(input_shape)
+            except TypeError as error:
+                raise ValueError(
+                    f"Could not build layer {self.layer.name!r} of class "
+                    f"{type(self.layer).__name__} from the input shape "
+                    f"{input_shape}. Build it (or call it once) before wrapping "
+                    "it with PruneLowMagnitude."
+                ) from error
+        self._prunable_weights = registry.get_prunable_weights(self.layer)
+        for weight in self._prunable_weights:
+            name = _relative_name(weight, self.layer)
+            mask = self.add_weight(
+                name=f"{name}_mask",
+                shape=weight.shape,
+                initializer="ones",
+                dtype=masks_lib.MASK_DTYPE,
+                trainable=False,
+            )
+            threshold = self.add_weight(
+                name=f"{name}_threshold",
+                shape=(),
+                initializer="zeros",
+                dtype="float32",
+                trainable=False,
+            )
+            self._masks.append(mask)
+            self._thresholds.append(threshold)
+            if keras.backend.backend() != "jax":
+                # The JAX trainer does not map non-trainable variables into the
+                # optimizer's update; there, the effective kernel alone applies.
+                weight.constraint = _MaskConstraint(mask, weight.constraint)
+        self.built = True
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training is True and self._pruning_step < 0:
+            raise ValueError(
+                f"Layer {self.name!r} is being trained, but no pruning step was "
+                "set: pruning requires the UpdatePruningStep callback. Pass "
+                "`callbacks=[keras_pruning.UpdatePruningStep()]` to `fit()`, or "
+                "call its `on_train_begin()` and `on_train_batch_begin()` in a "
+                "custom training loop."
+            )
+        values = {
+            id(weight): masks_lib.apply_mask(weight, mask)
+            for weight, mask in zip(self._prunable_weights, self._masks, strict=True)
+        }
+        if training is not None:
+            kwargs["training"] = training
+        outputs, losses = _call_with_values(self.layer, values, inputs, *args, **kwargs)
+        for loss in losses:
+            self.add_loss(loss)
+        return outputs
+
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return self.layer.compute_mask(inputs, previous_mask)
+
+    def update_masks(self, sparsity):
+        """Recomputes every mask at `sparsity` from the current weights.
+
+        Keeps the `k = max(round(n * (1 - sparsity)), 1)` largest-magnitude
+        entries of each weight, then zeroes the pruned weights in place.
+        Runs eagerly, between training steps.
+
+        Raises:
+            ValueError: if a weight holds NaN or infinity (the mask would be
+                meaningless).
+        """
+        if (
+            isinstance(sparsity, bool)
+            or not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0)
+            or math.isnan(sparsity)
+        ):
+            raise ValueError(
+                f"`sparsity` must be a float in [0, 1). Received: sparsity={sparsity!r}"
+            )
+        for weight, mask, threshold in zip(
+            self._prunable_weights, self._masks, self._thresholds, strict=True
+        ):
+            if not bool(ops.all(ops.isfinite(weight))):
+                raise ValueError(
+                    f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
+                    f"or infinite values at pruning step {self._pruning_step}; "
+                    "its magnitude mask would be meaningless. Lower the learning "
+                    "rate or check the inputs (for example with "
+                    "keras.callbacks.TerminateOnNaN)."
+                )
+            new_mask, new_threshold = masks_lib.magnitude_mask(weight, sparsity)
+            mask.assign(new_mask)
+            threshold.assign(new_threshold)
+            weight.assign(masks_lib.apply_mask(weight, new_mask))
+
+    def masked_weights(self):
+        """Returns `[w * mask]` for every prunable weight, as NumPy arrays."""
+        return [
+            keras.ops.convert_to_numpy(masks_lib.apply_mask(w, m))
+            for w, m in zip(self._prunable_weights, self._masks, strict=True)
+        ]
+
+    def strip(self):
+        """Writes `w * mask` into the wrapped layer's weights, removes the mask
+        constraints, and returns the wrapped layer."""
+        for weight, mask in zip(self._prunable_weights, self._masks, strict=True):
+            weight.assign(masks_lib.apply_mask(weight, mask))
+            if isinstance(weight.constraint, _MaskConstraint):
+                weight.constraint = weight.constraint.inner
+        return self.layer
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[_STEP_KEY] = np.asarray(self._pruning_step, dtype="int64")
+
+    def load_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        keys = list(store.keys())
+        saved = [key for key in keys if key != _STEP_KEY]
+        if len(saved) != len(own):
+            raise ValueError(
+                f"Layer {self.name!r} expected {len(own)} variables (masks and "
+                f"thresholds) but the saved file holds {len(saved)}."
+            )
+        for i, variable in enumerate(own):
+            variable.assign(store[f"{i}"])
+        if _STEP_KEY in keys:
+            self._pruning_step = int(np.asarray(store[_STEP_KEY]))
+
+    def get_config(self):
+        config = {
+            "pruning_schedule": keras.saving.serialize_keras_object(
+                self.pruning_schedule
+            ),
+            "block_size": list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
+            "sparsity_m_by_n": self.sparsity_m_by_n,
+        }
+        return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["pruning_schedule"] = keras.saving.deserialize_keras_object(
+            config["pruning_schedule"], custom_objects=custom_objects
+        )
+        config["block_size"] = tuple(config["block_size"])
+        return super().from_config(config, custom_objects=custom_objects)
