@@ -12,6 +12,9 @@ from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSc
 from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
+# TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
+from keras_pruning import sparsity  # isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = (
@@ -27,6 +30,7 @@ __all__ = (
     "magnitude_mask",
     "prune_low_magnitude",
     "pruning_wrappers",
+    "sparsity",
     "sparsity_report",
     "strip_pruning",
 )

@@ -1,6 +1,7 @@
 """Training callbacks: `UpdatePruningStep` drives the masks, `PruningSummaries`
 logs them to TensorBoard."""
 
+import importlib.util
 import os
 import warnings
 
@@ -21,6 +22,14 @@ def _find_wrappers(model, callback_name):
             "`keras_pruning.prune_low_magnitude(model)`."
         )
     return wrappers
+
+
+def _require_tensorboard():
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "PruningSummaries writes TensorBoard logs and needs the `tensorboard` "
+            "package: pip install 'keras-pruning[tensorboard]'."
+        )
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -104,7 +113,8 @@ class PruningSummaries(keras.callbacks.Callback):
     `<wrapper>/<weight>/threshold`, with the pruning step as x-axis. The state
     is logged every epoch (or every `update_freq` batches) and once more when
     training ends, so the final masks are always recorded. Use it together
-    with `UpdatePruningStep`. Needs TensorFlow (for `tf.summary`).
+    with `UpdatePruningStep`. Needs TensorFlow and TensorBoard
+    (`pip install 'keras-pruning[tensorboard]'`).
 
     Args:
         log_dir: directory for the event files.
@@ -128,6 +138,7 @@ class PruningSummaries(keras.callbacks.Callback):
                 "`update_freq` must be 'epoch' or a positive integer number of "
                 f"batches. Received: update_freq={update_freq!r}"
             )
+        _require_tensorboard()
         self.log_dir = os.fspath(log_dir)
         self.update_freq = update_freq
         self._writer = None

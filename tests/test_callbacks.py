@@ -1,0 +1,195 @@
+"""UpdatePruningStep and PruningSummaries."""
+
+import glob
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from conftest import dense_model
+
+import keras_pruning as kp
+
+
+def _data(n=16, dim=8, classes=3):
+    rng = np.random.default_rng(0)
+    return rng.random((n, dim)).astype("float32"), rng.integers(0, classes, n)
+
+
+def _compiled(schedule, lr=0.01):
+    model = kp.prune_low_magnitude(dense_model(), schedule)
+    model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_first_batch_is_step_one_and_steps_carry_over_fits():
+    x, y = _data()
+    model = _compiled(kp.ConstantSparsity(0.5, begin_step=1, frequency=1000))
+    callback = kp.UpdatePruningStep()
+    model.fit(x[:4], y[:4], batch_size=4, verbose=0, callbacks=[callback])
+    wrappers = kp.pruning_wrappers(model)
+    assert [w.pruning_step for w in wrappers] == [1, 1]
+    # Pruned at step 1 (begin_step=1), not before.
+    assert all(
+        r.sparsity == pytest.approx(0.5, abs=0.02) for r in kp.sparsity_report(model)
+    )
+    model.fit(
+        x, y, batch_size=4, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()]
+    )
+    assert [w.pruning_step for w in wrappers] == [9, 9]
+
+
+def test_masks_update_only_on_schedule_steps():
+    x, y = _data(n=40)
+    model = _compiled(
+        kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=3)
+    )
+    wrapper = kp.pruning_wrappers(model)[0]
+    seen = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            mask = keras.ops.convert_to_numpy(wrapper.masks[0])
+            seen[wrapper.pruning_step] = 1.0 - mask.mean()
+
+    model.fit(
+        x, y, batch_size=4, verbose=0, callbacks=[kp.UpdatePruningStep(), Record()]
+    )
+    schedule = wrapper.pruning_schedule
+    assert seen[1] == seen[2] == 0.0
+    assert seen[3] == pytest.approx(schedule.sparsity(3), abs=0.01)
+    assert seen[4] == seen[5] == seen[3]
+    assert seen[6] == pytest.approx(0.75, abs=0.01)
+    assert seen[10] == seen[6]
+
+
+def test_training_without_callback_names_update_pruning_step():
+    x, y = _data()
+    model = _compiled(kp.ConstantSparsity(0.5, 0))
+    with pytest.raises(ValueError, match="UpdatePruningStep"):
+        model.fit(x, y, verbose=0)
+
+
+def test_inference_needs_no_callback_and_changes_nothing():
+    x, _ = _data()
+    model = _compiled(kp.ConstantSparsity(0.5, 0))
+    before = [w.copy() for w in model.get_weights()]
+    model.predict(x, verbose=0)
+    model(x, training=False)
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert kp.pruning_wrappers(model)[0].pruning_step == -1
+
+
+def test_manual_loop_with_train_on_batch():
+    x, y = _data(n=24)
+    model = _compiled(kp.ConstantSparsity(0.75, 0, frequency=2))
+    callback = kp.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for start in range(0, 24, 4):
+        callback.on_train_batch_begin(batch=-1)
+        model.train_on_batch(x[start : start + 4], y[start : start + 4])
+    callback.on_epoch_end(batch=-1)  # TFMOT's custom-loop idiom
+    callback.on_train_end()
+    assert kp.pruning_wrappers(model)[0].pruning_step == 6
+    for row in kp.sparsity_report(model):
+        assert row.sparsity == pytest.approx(0.75, abs=0.02)
+
+
+def test_callback_without_set_model_or_wrappers_is_a_clear_error():
+    with pytest.raises(ValueError, match="set_model"):
+        kp.UpdatePruningStep().on_train_begin()
+    x, y = _data()
+    plain = dense_model()
+    plain.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="no PruneLowMagnitude layers"):
+        plain.fit(x, y, verbose=0, callbacks=[kp.UpdatePruningStep()])
+
+
+def test_warns_when_training_ends_before_first_mask_update():
+    x, y = _data()
+    model = _compiled(kp.ConstantSparsity(0.5, 0))  # first update at step 100
+    with pytest.warns(UserWarning, match="without any mask update.*frequency"):
+        model.fit(x, y, batch_size=4, verbose=0, callbacks=[kp.UpdatePruningStep()])
+
+
+def test_no_warning_once_masks_were_updated():
+    x, y = _data()
+    model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.fit(x, y, batch_size=4, verbose=0, callbacks=[kp.UpdatePruningStep()])
+
+
+def _read_scalars(log_dir):
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(glob.glob(f"{log_dir}/events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(
+                    (event.step, float(tf.make_ndarray(value.tensor)))
+                )
+    return scalars
+
+
+def test_pruning_summaries_logs_unique_tags_and_final_state(tmp_path):
+    x, y = _data(n=24)
+    model = kp.prune_low_magnitude(
+        keras.Sequential(
+            [keras.Input((5, 4)), keras.layers.LSTM(4), keras.layers.Dense(3)]
+        ),
+        kp.PolynomialDecay(0.0, 0.5, 0, 6, frequency=2),
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(
+        np.random.default_rng(0).random((24, 5, 4)).astype("float32"),
+        y,
+        batch_size=4,
+        epochs=2,
+        verbose=0,
+        callbacks=[kp.UpdatePruningStep(), kp.PruningSummaries(tmp_path)],
+    )
+    scalars = _read_scalars(tmp_path)
+    sparsity_tags = sorted(tag for tag in scalars if tag.endswith("/sparsity"))
+    # LSTM kernel and recurrent kernel get distinct tags, plus the Dense kernel.
+    assert len(sparsity_tags) == 3
+    assert len({tag.rsplit("/", 2)[-2] for tag in sparsity_tags}) == 3
+    for tag in sparsity_tags:
+        steps, values = zip(*scalars[tag], strict=True)
+        assert steps[-1] == 12  # the final state, logged at train end
+        assert values[-1] == pytest.approx(0.5, abs=0.02)
+        final_threshold = scalars[tag.replace("/sparsity", "/threshold")][-1][1]
+        assert final_threshold > 0  # the smallest kept magnitude
+
+
+@pytest.mark.parametrize("update_freq", ["batch", 0, -1, True, 1.5])
+def test_pruning_summaries_rejects_bad_update_freq(tmp_path, update_freq):
+    with pytest.raises(ValueError, match="update_freq.*Received"):
+        kp.PruningSummaries(tmp_path, update_freq=update_freq)
+
+
+@pytest.mark.parametrize("log_dir", ["", None, 3])
+def test_pruning_summaries_rejects_bad_log_dir(log_dir):
+    with pytest.raises(TypeError, match="log_dir.*Received"):
+        kp.PruningSummaries(log_dir)
+
+
+def test_pruning_summaries_every_n_batches(tmp_path):
+    x, y = _data(n=24)
+    model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=1))
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        verbose=0,
+        callbacks=[
+            kp.UpdatePruningStep(),
+            kp.PruningSummaries(tmp_path, update_freq=2),
+        ],
+    )
+    scalars = _read_scalars(tmp_path)
+    tag = next(t for t in scalars if t.endswith("/sparsity"))
+    assert [step for step, _ in scalars[tag]] == [2, 4, 6, 6]

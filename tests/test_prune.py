@@ -1,0 +1,212 @@
+"""prune_low_magnitude, strip_pruning and pruning_wrappers on layers and models."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import dense_model
+
+import keras_pruning as kp
+
+EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
+
+
+def _fit(model, x, y, steps=2, batch_size=4):
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(
+        x[: steps * batch_size],
+        y[: steps * batch_size],
+        batch_size=batch_size,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=[kp.UpdatePruningStep()],
+    )
+
+
+def test_prune_layer_returns_wrapper_with_kwargs():
+    wrapped = kp.prune_low_magnitude(keras.layers.Dense(3, name="head"), name="pruned")
+    assert isinstance(wrapped, kp.PruneLowMagnitude)
+    assert wrapped.name == "pruned"
+    assert wrapped.layer.name == "head"
+
+
+def test_prune_list_of_layers():
+    layers = [keras.layers.Dense(2), keras.layers.Conv2D(2, 3)]
+    wrapped = kp.prune_low_magnitude(layers, EVERY_STEP)
+    assert [type(w) for w in wrapped] == [kp.PruneLowMagnitude] * 2
+    assert [w.layer for w in wrapped] == layers
+    assert all(w.pruning_schedule is EVERY_STEP for w in wrapped)
+
+
+def test_default_schedule_is_constant_half_built_per_call():
+    first = kp.prune_low_magnitude(dense_model())
+    second = kp.prune_low_magnitude(dense_model())
+    schedule = kp.pruning_wrappers(first)[0].pruning_schedule
+    assert schedule == kp.ConstantSparsity(0.5, 0)
+    assert schedule is not kp.pruning_wrappers(second)[0].pruning_schedule
+
+
+def test_sequential_model_wraps_supported_layers_and_keeps_weights():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(2),
+        ]
+    )
+    before = [w.copy() for w in model.get_weights()]
+    pruned = kp.prune_low_magnitude(model)
+    kinds = [type(layer).__name__ for layer in pruned.layers]
+    assert kinds == [
+        "PruneLowMagnitude",
+        "BatchNormalization",
+        "Flatten",
+        "Dropout",
+        "PruneLowMagnitude",
+    ]
+    x = np.random.default_rng(0).random((2, 6, 6, 1)).astype("float32")
+    np.testing.assert_allclose(
+        pruned.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    for old, new in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_functional_model_with_shared_layer_wraps_it_once(rng):
+    shared = keras.layers.Dense(4, name="shared")
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(shared(shared(inputs)))
+    pruned = kp.prune_low_magnitude(keras.Model(inputs, outputs), EVERY_STEP)
+    wrappers = kp.pruning_wrappers(pruned)
+    assert [w.layer.name for w in wrappers].count("shared") == 1
+    x = rng.random((8, 4)).astype("float32")
+    _fit(pruned, x, np.zeros((8, 2), "float32"), steps=2)
+    # One step counter per model: the layer called twice per batch steps once.
+    assert {w.pruning_step for w in wrappers} == {2}
+
+
+def test_nested_model_is_pruned_recursively(rng):
+    inner = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(6), keras.layers.LayerNormalization()],
+        name="inner",
+    )
+    inputs = keras.Input((5,))
+    outer = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+    pruned = kp.prune_low_magnitude(outer, EVERY_STEP)
+    nested = [layer for layer in pruned.layers if isinstance(layer, keras.Model)]
+    assert len(nested) == 1
+    assert isinstance(nested[0].layers[0], kp.PruneLowMagnitude)
+    assert len(kp.pruning_wrappers(pruned)) == 2
+    x = rng.random((8, 5)).astype("float32")
+    _fit(pruned, x, np.zeros((8, 2), "float32"))
+    assert all(r.sparsity == pytest.approx(0.5) for r in kp.sparsity_report(pruned))
+    stripped = kp.strip_pruning(pruned)
+    assert kp.pruning_wrappers(stripped) == []
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_subclassed_model_raises_clear_error():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    with pytest.raises(ValueError, match="subclassed model.*__init__"):
+        kp.prune_low_magnitude(Net())
+
+
+def test_wrappers_inside_subclassed_model_train(rng):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = kp.prune_low_magnitude(keras.layers.Dense(8), EVERY_STEP)
+            self.out = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    model = Net()
+    x = rng.random((8, 4)).astype("float32")
+    model(x)
+    _fit(model, x, np.zeros((8, 1), "float32"))
+    wrapper = kp.pruning_wrappers(model)[0]
+    assert wrapper.pruning_step == 2
+    assert np.mean(keras.ops.convert_to_numpy(wrapper.layer.kernel) == 0) == 0.5
+
+
+def test_pruning_twice_is_a_clear_error():
+    pruned = kp.prune_low_magnitude(dense_model())
+    with pytest.raises(ValueError, match="already pruned.*strip_pruning"):
+        kp.prune_low_magnitude(pruned)
+    with pytest.raises(ValueError, match="already wrapped"):
+        kp.prune_low_magnitude(kp.pruning_wrappers(pruned)[0])
+
+
+@pytest.mark.parametrize("bad", [None, 3, "dense", np.zeros(3), [1, 2]])
+def test_non_keras_objects_raise_type_error(bad):
+    with pytest.raises(TypeError, match="to_prune.*Received"):
+        kp.prune_low_magnitude(bad)
+
+
+def test_empty_list_and_model_kwargs_are_rejected():
+    with pytest.raises(ValueError, match="empty list"):
+        kp.prune_low_magnitude([])
+    with pytest.raises(ValueError, match="single wrapped layer.*name"):
+        kp.prune_low_magnitude(dense_model(), name="x")
+
+
+def test_unimplemented_options_raise_not_implemented():
+    with pytest.raises(NotImplementedError, match="pruning_policy"):
+        kp.prune_low_magnitude(dense_model(), pruning_policy=object())
+    with pytest.raises(NotImplementedError, match="sparsity_m_by_n"):
+        kp.prune_low_magnitude(dense_model(), sparsity_m_by_n=(2, 4))
+
+
+def test_unsupported_layer_in_model_names_it():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.PReLU(name="act")])
+    with pytest.raises(ValueError, match=r"'act' of class PReLU.*get_prunable_weights"):
+        kp.prune_low_magnitude(model)
+
+
+def test_strip_pruning_applies_masks_and_removes_wrappers(rng):
+    pruned = kp.prune_low_magnitude(dense_model(), EVERY_STEP)
+    x = rng.random((8, 8)).astype("float32")
+    _fit(pruned, x, np.zeros((8, 3), "float32"))
+    stripped = kp.strip_pruning(pruned)
+    assert [type(layer).__name__ for layer in stripped.layers] == ["Dense", "Dense"]
+    for layer in stripped.layers:
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.02)
+        assert layer.kernel.constraint is None
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_strip_pruning_of_single_wrapper_and_plain_model():
+    wrapper = kp.prune_low_magnitude(keras.layers.Dense(2))
+    wrapper.build((None, 3))
+    assert kp.strip_pruning(wrapper) is wrapper.layer
+    plain = dense_model()
+    stripped = kp.strip_pruning(plain)
+    assert [type(layer) for layer in stripped.layers] == [
+        type(layer) for layer in plain.layers
+    ]
+
+
+def test_strip_pruning_rejects_non_keras_objects():
+    with pytest.raises(TypeError, match="model.*Received"):
+        kp.strip_pruning("model.keras")
+
+
+def test_pruning_wrappers_rejects_non_keras_objects():
+    with pytest.raises(TypeError, match="model.*Received"):
+        kp.pruning_wrappers(42)
