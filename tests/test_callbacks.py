@@ -63,6 +63,15 @@ def test_masks_update_only_on_schedule_steps():
     assert seen[10] == seen[6]
 
 
+def test_model_built_by_first_step_is_pruned_right_after_it():
+    x, y = _data(n=4)
+    unbuilt = keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(3)])
+    model = kp.prune_low_magnitude(unbuilt, kp.ConstantSparsity(0.5, 0, frequency=1))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=4, verbose=0, callbacks=[kp.UpdatePruningStep()])
+    assert [r.sparsity for r in kp.sparsity_report(model)] == [0.5, 0.5]
+
+
 def test_training_without_callback_names_update_pruning_step():
     x, y = _data()
     model = _compiled(kp.ConstantSparsity(0.5, 0))

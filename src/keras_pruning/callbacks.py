@@ -40,6 +40,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
     carry over across `fit()` calls and across save and load. Before each batch
     whose step a wrapper's schedule selects, that wrapper's masks are
     recomputed from the current weights (between steps, so on every backend).
+    A model that is only built by its first training step (a Sequential
+    model without an `Input`) gets the updates due at that step right after it.
 
     In a custom training loop, call `set_model(model)` and `on_train_begin()`
     once, then `on_train_batch_begin(batch)` before every step.
@@ -53,6 +55,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._wrappers = None
         self._step = None
         self._updated = False
+        self._pending = []
 
     def set_model(self, model):
         super().set_model(model)
@@ -77,9 +80,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
             should_prune, sparsity = wrapper.pruning_schedule(self._step)
-            if should_prune:
+            if should_prune and wrapper.built:
                 wrapper.update_masks(sparsity)
                 self._updated = True
+            elif should_prune:
+                self._pending.append((wrapper, sparsity))
+
+    def on_train_batch_end(self, batch, logs=None):
+        # A model built without input shapes is built by its first training
+        # step; updates due before it are applied right after it.
+        for wrapper, sparsity in self._pending:
+            wrapper.update_masks(sparsity)
+            self._updated = True
+        self._pending = []
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         # `batch` is accepted for TFMOT's custom-loop idiom
