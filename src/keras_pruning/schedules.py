@@ -6,6 +6,7 @@ A schedule is a pure function of the training step. `schedule(step)` returns
 
 import abc
 import math
+import numbers
 
 import keras
 
@@ -13,7 +14,7 @@ __all__ = ("PruningSchedule", "ConstantSparsity", "PolynomialDecay")
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"`{name}` must be an integer >= {minimum}. "
             f"Received: {name}={value!r} (of type {type(value).__name__})"
@@ -22,10 +23,11 @@ def _check_int(name, value, minimum):
         raise ValueError(
             f"`{name}` must be an integer >= {minimum}. Received: {name}={value}"
         )
+    return int(value)
 
 
 def _check_sparsity(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"`{name}` must be a float in [0, 1). "
             f"Received: {name}={value!r} (of type {type(value).__name__})"
@@ -34,6 +36,7 @@ def _check_sparsity(name, value):
         raise ValueError(
             f"`{name}` must be a float in [0, 1). Received: {name}={value}"
         )
+    return float(value)
 
 
 class PruningSchedule(abc.ABC):
@@ -64,14 +67,15 @@ class PruningSchedule(abc.ABC):
 
     @staticmethod
     def _check_step(step):
-        if isinstance(step, bool) or not isinstance(step, int):
-            try:
-                step = int(step)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"`step` must be an integer. Received: step={step!r}"
-                ) from None
-        return step
+        if isinstance(step, numbers.Integral) and not isinstance(step, bool):
+            return int(step)
+        try:
+            as_int = int(step)  # eager integer tensors
+        except (TypeError, ValueError):
+            as_int = None
+        if as_int is None or isinstance(step, (bool, float)) or as_int != step:
+            raise TypeError(f"`step` must be an integer. Received: step={step!r}")
+        return as_int
 
     @abc.abstractmethod
     def __call__(self, step):
@@ -120,16 +124,16 @@ class ConstantSparsity(PruningSchedule):
     """
 
     def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
-        _check_sparsity("target_sparsity", target_sparsity)
-        _check_int("begin_step", begin_step, 0)
-        _check_int("end_step", end_step, -1)
+        target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+        begin_step = _check_int("begin_step", begin_step, 0)
+        end_step = _check_int("end_step", end_step, -1)
         if end_step != -1 and end_step < begin_step:
             raise ValueError(
                 "`end_step` must be -1 (no end) or >= `begin_step`. "
                 f"Received: end_step={end_step}, begin_step={begin_step}"
             )
-        _check_int("frequency", frequency, 1)
-        self.target_sparsity = float(target_sparsity)
+        frequency = _check_int("frequency", frequency, 1)
+        self.target_sparsity = target_sparsity
         self.begin_step = begin_step
         self.end_step = end_step
         self.frequency = frequency
@@ -187,16 +191,16 @@ class PolynomialDecay(PruningSchedule):
         power=3,
         frequency=100,
     ):
-        _check_sparsity("initial_sparsity", initial_sparsity)
-        _check_sparsity("final_sparsity", final_sparsity)
-        _check_int("begin_step", begin_step, 0)
-        _check_int("end_step", end_step, 0)
+        initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
+        final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        begin_step = _check_int("begin_step", begin_step, 0)
+        end_step = _check_int("end_step", end_step, 0)
         if end_step <= begin_step:
             raise ValueError(
                 "`end_step` must be greater than `begin_step`. "
                 f"Received: end_step={end_step}, begin_step={begin_step}"
             )
-        if isinstance(power, bool) or not isinstance(power, (int, float)):
+        if isinstance(power, bool) or not isinstance(power, numbers.Real):
             raise TypeError(
                 f"`power` must be a positive number. Received: power={power!r}"
             )
@@ -204,9 +208,9 @@ class PolynomialDecay(PruningSchedule):
             raise ValueError(
                 f"`power` must be a positive number. Received: power={power}"
             )
-        _check_int("frequency", frequency, 1)
-        self.initial_sparsity = float(initial_sparsity)
-        self.final_sparsity = float(final_sparsity)
+        frequency = _check_int("frequency", frequency, 1)
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
         self.begin_step = begin_step
         self.end_step = end_step
         self.power = power
@@ -216,10 +220,16 @@ class PolynomialDecay(PruningSchedule):
         """Returns the scheduled sparsity at `step`, whether or not masks update."""
         step = self._check_step(step)
         progress = (step - self.begin_step) / (self.end_step - self.begin_step)
-        progress = min(max(progress, 0.0), 1.0)
-        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (
-            (1.0 - progress) ** self.power
-        )
+        if progress <= 0.0:
+            return self.initial_sparsity
+        if progress >= 1.0:
+            return self.final_sparsity
+        sparsity = self.final_sparsity + (
+            self.initial_sparsity - self.final_sparsity
+        ) * ((1.0 - progress) ** self.power)
+        # Rounding must not step outside [initial, final].
+        low, high = sorted((self.initial_sparsity, self.final_sparsity))
+        return min(max(sparsity, low), high)
 
     def __call__(self, step):
         step = self._check_step(step)

@@ -1,0 +1,275 @@
+"""Mask functions: num_kept, magnitude_mask, apply_mask.
+
+Ports the scenarios of TFMOT's `pruning_impl_test.py` (mask and threshold
+construction, repeated mask updates) to our pure functions, plus property
+tests. Unlike TFMOT (`mask = |w| >= threshold`, which keeps every tied
+weight), we prune exactly `n - k` weights, breaking ties by flat index.
+"""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from keras import ops
+
+from keras_pruning.masks import apply_mask, magnitude_mask, num_kept
+
+PROPERTY_SETTINGS = settings(
+    max_examples=50, deadline=None, derandomize=True, database=None
+)
+
+
+def _mask(weights, sparsity):
+    """`magnitude_mask` with numpy results: (mask, threshold)."""
+    mask, threshold = magnitude_mask(weights, sparsity)
+    assert keras.backend.standardize_dtype(mask.dtype) == "bool"
+    assert keras.backend.standardize_dtype(threshold.dtype) == "float32"
+    assert tuple(mask.shape) == np.shape(weights)
+    assert tuple(threshold.shape) == ()
+    return ops.convert_to_numpy(mask), ops.convert_to_numpy(threshold)
+
+
+# --- num_kept -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "sparsity", "expected"),
+    [
+        (100, 0.5, 50),
+        (10, 0.2, 8),
+        (10, 0.200000018, 8),  # sparsity math with a small error (TFMOT case)
+        (1000, 0.9, 100),
+        # Round half to even.
+        (5, 0.5, 2),  # 2.5 -> 2
+        (7, 0.5, 4),  # 3.5 -> 4
+        (9, 0.5, 4),  # 4.5 -> 4
+        (3, 0.5, 2),  # 1.5 -> 2
+        (6, 0.25, 4),  # 4.5 -> 4
+        (10, 0.75, 2),  # 2.5 -> 2
+        (14, 0.75, 4),  # 3.5 -> 4
+        # Sparsity 0 keeps every weight.
+        (1, 0.0, 1),
+        (17, 0.0, 17),
+        (10_000, 0.0, 10_000),
+        # At least one weight is always kept.
+        (3, 0.999, 1),
+        (2, 0.75, 1),  # 0.5 -> 0 -> 1
+        (1, 0.5, 1),
+        (1, 0.99, 1),
+        (1000, 0.9999, 1),
+    ],
+)
+def test_num_kept(size, sparsity, expected):
+    k = num_kept(size, sparsity)
+    assert k == expected
+    assert type(k) is int
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.integers(min_value=1, max_value=100_000),
+    st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+    st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
+def test_num_kept_is_in_range_and_monotone(size, s1, s2):
+    low, high = sorted((s1, s2))
+    assert 1 <= num_kept(size, high) <= num_kept(size, low) <= size
+    assert abs(num_kept(size, low) - size * (1 - low)) <= 1
+    assert num_kept(size, 0.0) == size
+
+
+# --- magnitude_mask on hand-written arrays --------------------------------------
+
+
+def test_keeps_top_half_of_linspace():
+    weights = np.linspace(1.0, 100.0, 100).astype("float32")
+    mask, threshold = _mask(weights, 0.5)
+    assert mask.sum() == 50
+    np.testing.assert_array_equal(mask, weights > 50.5)
+    assert threshold == np.float32(51.0)
+
+
+def test_mask_and_threshold_with_inexact_sparsity():
+    # [1, 2, ..., 10] at ~20% sparsity: 1 and 2 pruned, threshold 3.
+    mask, threshold = _mask(np.arange(1, 11, dtype="float32"), 0.200000018)
+    np.testing.assert_array_equal(mask, [False, False] + [True] * 8)
+    assert threshold == 3.0
+
+
+def test_negative_weights_count_by_magnitude():
+    mask, threshold = _mask(np.array([-4.0, 1.0, -2.0, 3.0], "float32"), 0.5)
+    np.testing.assert_array_equal(mask, [True, False, False, True])
+    assert threshold == 3.0
+
+
+def test_two_dimensional_weights():
+    weights = np.array([[0.5, -3.0, 0.1], [2.0, -0.2, 1.0]], "float32")
+    mask, threshold = _mask(weights, 0.5)
+    np.testing.assert_array_equal(mask, [[False, True, False], [True, False, True]])
+    assert threshold == 1.0
+
+
+def test_four_dimensional_weights():
+    weights = np.array(
+        [
+            [[[0.3, -0.9], [0.05, 0.6]]],
+            [[[-0.7, 0.1], [0.2, -0.4]]],
+        ],
+        "float32",
+    )
+    assert weights.shape == (2, 1, 2, 2)
+    mask, threshold = _mask(weights, 0.5)
+    expected = [
+        [[[False, True], [False, True]]],
+        [[[True, False], [False, True]]],
+    ]
+    np.testing.assert_array_equal(mask, expected)
+    assert threshold == np.float32(0.4)
+
+
+def test_four_dimensional_conv_kernel_keeps_largest_quarter():
+    weights = np.arange(-8, 8, dtype="float32").reshape(2, 2, 2, 2)
+    # Magnitudes 8, 7, 7, 6, 6, ...: keep 4 of 16 -> -8, -7, 7, then the first
+    # 6 by flat index, which is -6.
+    mask, threshold = _mask(weights, 0.75)
+    expected = np.isin(weights, [-8.0, -7.0, 7.0, -6.0])
+    np.testing.assert_array_equal(mask, expected)
+    assert threshold == 6.0
+
+
+def test_sparsity_zero_keeps_everything_and_threshold_is_min_magnitude():
+    weights = np.array([[-0.5, 2.0], [0.25, -1.0]], "float32")
+    mask, threshold = _mask(weights, 0.0)
+    assert mask.all()
+    assert threshold == 0.25
+
+
+def test_high_sparsity_keeps_one_weight():
+    mask, threshold = _mask(np.array([0.1, -0.3, 0.2], "float32"), 0.999)
+    np.testing.assert_array_equal(mask, [False, True, False])
+    assert threshold == np.float32(0.3)
+
+
+def test_single_weight_is_kept():
+    mask, threshold = _mask(np.array([[-0.7]], "float32"), 0.9)
+    np.testing.assert_array_equal(mask, [[True]])
+    assert threshold == np.float32(0.7)
+
+
+def test_ties_at_the_threshold_prune_exactly_n_minus_k():
+    # k = 3: 3 and 2 are kept, then one of the three 1s (the first).
+    weights = np.array([3.0, 1.0, 2.0, -1.0, 1.0, 0.0], "float32")
+    mask, threshold = _mask(weights, 0.5)
+    np.testing.assert_array_equal(mask, [True, True, True, False, False, False])
+    assert threshold == 1.0
+
+
+def test_all_equal_weights_prune_exactly_n_minus_k():
+    weights = np.full((2, 3), -0.5, "float32")
+    mask, threshold = _mask(weights, 0.5)
+    assert mask.sum() == 3
+    np.testing.assert_array_equal(mask, [[True, True, True], [False, False, False]])
+    assert threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    ("sparsity", "kept"), [(0.0, 12), (0.25, 9), (0.5, 6), (0.9, 1), (0.99, 1)]
+)
+def test_all_zero_weights_prune_exactly_n_minus_k(sparsity, kept):
+    mask, threshold = _mask(np.zeros((3, 4), "float32"), sparsity)
+    assert mask.sum() == kept
+    assert mask.reshape(-1)[:kept].all()
+    assert threshold == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_weight_dtypes(dtype):
+    weights = np.array([[1.0, -4.0], [3.0, -2.0]], dtype)
+    mask, threshold = _mask(weights, 0.5)
+    np.testing.assert_array_equal(mask, [[False, True], [True, False]])
+    assert threshold == 3.0
+
+
+def test_accepts_backend_tensors_and_variables():
+    values = np.array([[1.0, -4.0], [3.0, -2.0]], "float32")
+    for weights in (ops.convert_to_tensor(values), keras.Variable(values)):
+        mask, threshold = _mask(weights, 0.5)
+        np.testing.assert_array_equal(mask, [[False, True], [True, False]])
+        assert threshold == 3.0
+
+
+# --- apply_mask -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_apply_mask_zeroes_pruned_weights(dtype):
+    weights = ops.convert_to_tensor(np.array([[1.0, -2.0], [3.0, -4.0]], dtype))
+    mask = ops.convert_to_tensor(np.array([[True, False], [False, True]]))
+    masked = apply_mask(weights, mask)
+    assert keras.backend.standardize_dtype(masked.dtype) == dtype
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(masked), np.array([[1.0, 0.0], [0.0, -4.0]], dtype)
+    )
+
+
+def test_apply_mask_with_all_true_and_all_false_masks():
+    weights = ops.convert_to_tensor(np.array([0.5, -1.5, 2.5], "float32"))
+    kept = apply_mask(weights, ops.ones((3,), "bool"))
+    dropped = apply_mask(weights, ops.zeros((3,), "bool"))
+    np.testing.assert_array_equal(ops.convert_to_numpy(kept), [0.5, -1.5, 2.5])
+    np.testing.assert_array_equal(ops.convert_to_numpy(dropped), [0.0, 0.0, 0.0])
+
+
+def test_repeated_updates_with_rising_sparsity():
+    # TFMOT's conditional mask update: the sparsity rises at steps 1, 3 and 5;
+    # the mask is recomputed from the already-masked weights each step.
+    weights = ops.convert_to_tensor(np.linspace(1.0, 100.0, 100).astype("float32"))
+    schedule = [0.0, 0.1, 0.1, 0.3, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5]
+    nonzero = []
+    for sparsity in schedule:
+        mask, _ = magnitude_mask(weights, sparsity)
+        weights = apply_mask(weights, mask)
+        nonzero.append(int(np.count_nonzero(ops.convert_to_numpy(weights))))
+    assert nonzero == [100, 90, 90, 70, 70, 50, 50, 50, 50, 50]
+    survivors = ops.convert_to_numpy(weights)
+    np.testing.assert_array_equal(survivors[50:], np.linspace(51.0, 100.0, 50))
+
+
+# --- properties -----------------------------------------------------------------
+
+weight_arrays = hnp.arrays(
+    dtype=np.float32,
+    shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6),
+    elements=st.one_of(
+        st.floats(-1e3, 1e3, allow_nan=False, width=32),
+        st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5]),  # ties
+    ),
+)
+mask_sparsities = st.floats(min_value=0.0, max_value=0.999)
+
+
+@PROPERTY_SETTINGS
+@given(weight_arrays, mask_sparsities)
+def test_mask_keeps_num_kept_largest_magnitudes(weights, sparsity):
+    mask, threshold = _mask(weights, sparsity)
+    magnitudes = np.abs(weights)
+    assert mask.sum() == num_kept(weights.size, sparsity)
+    kept, pruned = magnitudes[mask], magnitudes[~mask]
+    assert threshold == kept.min()
+    if pruned.size:
+        assert kept.min() >= pruned.max()
+
+
+@PROPERTY_SETTINGS
+@given(weight_arrays, mask_sparsities)
+def test_apply_mask_keeps_exactly_the_masked_weights(weights, sparsity):
+    mask, _ = magnitude_mask(weights, sparsity)
+    masked = ops.convert_to_numpy(apply_mask(ops.convert_to_tensor(weights), mask))
+    mask = ops.convert_to_numpy(mask)
+    assert masked.dtype == np.float32
+    np.testing.assert_array_equal(masked, np.where(mask, weights, 0.0))
+    # Masking again at the same sparsity prunes nothing that survived.
+    remasked, _ = _mask(masked, sparsity)
+    assert np.count_nonzero(masked[~remasked]) == 0
