@@ -16,20 +16,6 @@ _POOLING_TYPES = ("avg", "max")
 _STEP_KEY = "pruning_step"
 
 
-class _MaskConstraint(keras.constraints.Constraint):
-    """Re-applies a mask after every optimizer update, after `inner` (the
-    variable's own constraint, if any). Keeps stored weights sparse."""
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, w):
-        if self.inner is not None:
-            w = self.inner(w)
-        return masks_lib.apply_mask(w, self.mask)
-
-
 def _validate_block_size(block_size):
     if (
         not isinstance(block_size, (tuple, list))
@@ -235,10 +221,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
             self._masks.append(mask)
             self._thresholds.append(threshold)
-            if keras.backend.backend() != "jax":
-                # The JAX trainer does not map non-trainable variables into the
-                # optimizer's update; there, the effective kernel alone applies.
-                weight.constraint = _MaskConstraint(mask, weight.constraint)
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
@@ -271,11 +253,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return self.layer.compute_mask(inputs, previous_mask)
 
     def update_masks(self, sparsity):
-        """Recomputes every mask at `sparsity` from the current weights.
+        """Recomputes every mask at `sparsity` from the effective weights.
 
-        Keeps the `k = max(round(n * (1 - sparsity)), 1)` largest-magnitude
-        entries of each weight, then zeroes the pruned weights in place.
-        Runs eagerly, between training steps.
+        With `e = w * mask`, keeps the `k = max(round(n * (1 - sparsity)), 1)`
+        largest `|e|` and writes `e * new_mask` into the weight. Masks are
+        computed from the effective weights, so a pruned weight stays pruned
+        while sparsity does not decrease, and whatever an optimizer writes at
+        pruned positions never matters. Runs eagerly, between training steps.
 
         Raises:
             ValueError: if a weight holds NaN or infinity (the mask would be
@@ -300,10 +284,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     "rate or check the inputs (for example with "
                     "keras.callbacks.TerminateOnNaN)."
                 )
-            new_mask, new_threshold = masks_lib.magnitude_mask(weight, sparsity)
+            effective = masks_lib.apply_mask(weight, mask)
+            new_mask, new_threshold = masks_lib.magnitude_mask(effective, sparsity)
             mask.assign(new_mask)
             threshold.assign(new_threshold)
-            weight.assign(masks_lib.apply_mask(weight, new_mask))
+            weight.assign(masks_lib.apply_mask(effective, new_mask))
 
     def masked_weights(self):
         """Returns `[w * mask]` for every prunable weight, as NumPy arrays."""
@@ -312,16 +297,21 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for w, m in zip(self._prunable_weights, self._masks, strict=True)
         ]
 
-    def strip(self):
-        """Writes `w * mask` into the wrapped layer's weights, removes the mask
-        constraints, and returns the wrapped layer."""
+    def _write_masked_weights(self):
         for weight, mask in zip(self._prunable_weights, self._masks, strict=True):
             weight.assign(masks_lib.apply_mask(weight, mask))
-            if isinstance(weight.constraint, _MaskConstraint):
-                weight.constraint = weight.constraint.inner
+
+    def strip(self):
+        """Writes `w * mask` into the wrapped layer's weights and returns it."""
+        self._write_masked_weights()
         return self.layer
 
     def save_own_variables(self, store):
+        # Keras saves the wrapper before the wrapped layer: zeroing the pruned
+        # weights here makes every checkpoint hold sparse weights. Values at
+        # pruned positions are never read (see `update_masks`), so this changes
+        # nothing in training.
+        self._write_masked_weights()
         super().save_own_variables(store)
         store[_STEP_KEY] = np.asarray(self._pruning_step, dtype="int64")
 
