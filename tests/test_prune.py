@@ -209,3 +209,16 @@ def test_strip_pruning_rejects_non_keras_objects():
 def test_pruning_wrappers_rejects_non_keras_objects():
     with pytest.raises(TypeError, match="model.*Received"):
         kp.pruning_wrappers(42)
+
+
+def test_wrapping_a_weightless_layer_says_it_has_nothing_to_prune():
+    with pytest.raises(ValueError, match="'drop' of class Dropout has no weights"):
+        kp.prune_low_magnitude(keras.layers.Dropout(0.5, name="drop"))
+
+
+def test_functional_model_with_embedding_mask_op_is_pruned():
+    inputs = keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 4, mask_zero=True)(inputs)
+    model = keras.Model(inputs, keras.layers.LSTM(3)(embedded))
+    pruned = kp.prune_low_magnitude(model)
+    assert len(kp.pruning_wrappers(pruned)) == 2

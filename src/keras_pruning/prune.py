@@ -144,6 +144,8 @@ def _prune_model(model, wrapper_args):
     def wrap(layer):
         if id(layer) in clones:  # shared layers are wrapped once
             return clones[id(layer)]
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # a graph operation, such as an Embedding's mask op
         if isinstance(layer, keras.Model):
             new = _prune_model(layer, wrapper_args)
         elif registry.is_prunable(layer):

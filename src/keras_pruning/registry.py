@@ -37,13 +37,13 @@ def _own(*names):
     return getter
 
 
+def _cells(layer):
+    cell = layer.cell
+    return cell.cells if isinstance(cell, layers.StackedRNNCells) else [cell]
+
+
 def _rnn(layer):
-    cells = (
-        layer.cell.cells
-        if isinstance(layer.cell, layers.StackedRNNCells)
-        else [layer.cell]
-    )
-    return [w for cell in cells for w in get_prunable_weights(cell)]
+    return [w for cell in _cells(layer) for w in get_prunable_weights(cell)]
 
 
 def _attention(layer):
@@ -124,17 +124,31 @@ def get_prunable_weights(layer):
     custom = getattr(layer, "get_prunable_weights", None)
     if callable(custom):
         return list(custom())
-    for types, getter in _PRUNABLE:
-        if isinstance(layer, types):
-            return getter(layer)
+    if is_prunable(layer):
+        getter = next(g for types, g in _PRUNABLE if isinstance(layer, types))
+        return getter(layer)
     raise ValueError(_unsupported_message(layer))
 
 
+def _sublayers(layer):
+    """The layers that a composite entry of the table prunes through."""
+    if isinstance(layer, layers.RNN):
+        return _cells(layer)
+    if isinstance(layer, layers.Bidirectional):
+        return [layer.forward_layer, layer.backward_layer]
+    if isinstance(layer, layers.TimeDistributed):
+        return [layer.layer]
+    return []
+
+
 def is_prunable(layer):
-    """True if `layer` has a `get_prunable_weights()` method or a supported type."""
+    """True if `layer` has a `get_prunable_weights()` method, or a supported
+    type whose sublayers (RNN cells, wrapped layers) are supported too."""
     if callable(getattr(layer, "get_prunable_weights", None)):
         return True
-    return any(isinstance(layer, types) for types, _ in _PRUNABLE)
+    if not any(isinstance(layer, types) for types, _ in _PRUNABLE):
+        return False
+    return all(is_prunable(sub) for sub in _sublayers(layer))
 
 
 def is_passthrough(layer):
@@ -153,9 +167,21 @@ def _declares_weights(layer):
 
 
 def _unsupported_message(layer):
+    if is_passthrough(layer):
+        return (
+            f"Layer {layer.name!r} of class {type(layer).__name__} has no weights "
+            "that prune_low_magnitude prunes (in a model it is left dense). Wrap "
+            "only prunable layers, or prune the whole model."
+        )
+    inner = [sub for sub in _sublayers(layer) if not is_prunable(sub)]
+    detail = (
+        f" (its sublayer {inner[0].name!r} of class {type(inner[0]).__name__} is not)"
+        if inner
+        else ""
+    )
     return (
         f"Layer {layer.name!r} of class {type(layer).__name__} has weights but "
-        "is not supported by prune_low_magnitude. Supported layers (and their "
+        f"is not supported by prune_low_magnitude{detail}. Supported layers (and their "
         f"subclasses): {', '.join(SUPPORTED_LAYERS)}; left dense: "
         f"{', '.join(t.__name__ for t in _PASSTHROUGH)}. To prune a custom layer, "
         "give it a `get_prunable_weights()` method returning the variables to "
