@@ -573,6 +573,7 @@ def test_numpy_scalars_are_accepted_as_arguments_and_steps():
         frequency=np.int64(5),
     )
     assert schedule.get_config()["begin_step"] == 0
+    assert type(PolynomialDecay(0.0, 0.5, 0, 10, power=np.float32(2)).power) is float
     assert isinstance(schedule.get_config()["end_step"], int)
     assert schedule(np.int64(10)) == (True, 0.75)
     assert ConstantSparsity(np.float32(0.5), 0)(np.int32(100)) == (True, 0.5)

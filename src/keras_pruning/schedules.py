@@ -213,7 +213,7 @@ class PolynomialDecay(PruningSchedule):
         self.final_sparsity = final_sparsity
         self.begin_step = begin_step
         self.end_step = end_step
-        self.power = power
+        self.power = int(power) if isinstance(power, numbers.Integral) else float(power)
         self.frequency = frequency
 
     def sparsity(self, step):
