@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check .
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
