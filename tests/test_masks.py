@@ -273,3 +273,34 @@ def test_apply_mask_keeps_exactly_the_masked_weights(weights, sparsity):
     # Masking again at the same sparsity prunes nothing that survived.
     remasked, _ = _mask(masked, sparsity)
     assert np.count_nonzero(masked[~remasked]) == 0
+
+
+def _large_cases():
+    rng = np.random.default_rng(7)
+    size = 300_007  # above the direct-selection size, not a multiple of the stride
+    periodic = rng.random(size).astype("float32") + 1.0
+    periodic[:: size // (1 << 14)] = 0.0  # the strided sample sees only zeros
+    return {
+        "normal": rng.standard_normal(size).astype("float32"),
+        "heavy_ties": np.round(rng.standard_normal(size), 1).astype("float32"),
+        "all_equal": np.full(size, 0.5, "float32"),
+        "sorted": np.linspace(-1.0, 1.0, size, dtype="float32"),
+        "sample_misses": periodic,
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_large_cases()))
+@pytest.mark.parametrize("sparsity", [0.0001, 0.3, 0.5, 0.9, 0.9999])
+def test_large_weights_get_exact_masks(case, sparsity):
+    weights = _large_cases()[case]
+    k = num_kept(weights.size, sparsity)
+    expected_threshold = np.sort(np.abs(weights))[::-1][k - 1]
+    mask, threshold = _mask(weights, sparsity)
+    assert int(mask.sum()) == k
+    assert float(threshold) == expected_threshold
+    kept, pruned = np.abs(weights)[mask], np.abs(weights)[~mask]
+    assert kept.min() >= pruned.max()
+    # Ties at the threshold are kept lowest flat index first.
+    tied = np.flatnonzero(np.abs(weights) == expected_threshold)
+    kept_tied = np.flatnonzero(mask & (np.abs(weights) == expected_threshold))
+    np.testing.assert_array_equal(kept_tied, tied[: kept_tied.size])

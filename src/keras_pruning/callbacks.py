@@ -73,9 +73,18 @@ class UpdatePruningStep(keras.callbacks.Callback):
             wrapper._pruning_step = self._step
         self._updated = False
 
+    def _apply_pending(self):
+        # A model built without input shapes is built by its first training
+        # step; updates due before it are applied right after it.
+        for wrapper, sparsity in self._pending:
+            wrapper.update_masks(sparsity)
+            self._updated = True
+        self._pending = []
+
     def on_train_batch_begin(self, batch, logs=None):
         if self._wrappers is None:
             self.on_train_begin()
+        self._apply_pending()
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
@@ -86,20 +95,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
             elif should_prune:
                 self._pending.append((wrapper, sparsity))
 
-    def on_train_batch_end(self, batch, logs=None):
-        # A model built without input shapes is built by its first training
-        # step; updates due before it are applied right after it.
-        for wrapper, sparsity in self._pending:
-            wrapper.update_masks(sparsity)
-            self._updated = True
-        self._pending = []
+    # No on_train_batch_end: overriding it makes Keras turn off asynchronous
+    # callback dispatch and fetch the logs after every step.
 
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         # `batch` is accepted for TFMOT's custom-loop idiom
-        # `callback.on_epoch_end(batch=-1)`; nothing is needed here.
+        # `callback.on_epoch_end(batch=-1)`.
         del epoch, logs, batch
+        self._apply_pending()
 
     def on_train_end(self, logs=None):
+        self._apply_pending()
         if self._wrappers is None or self._updated:
             return
         dense = [
@@ -156,6 +162,10 @@ class PruningSummaries(keras.callbacks.Callback):
         self.update_freq = update_freq
         self._writer = None
         self._batches = 0
+        if update_freq != "epoch":
+            # Only a batch-level hook that is really used: any override of
+            # on_train_batch_end makes Keras fetch the logs after every step.
+            self.on_train_batch_end = self._write_every_n_batches
 
     def _write(self):
         import tensorflow as tf
@@ -179,11 +189,10 @@ class PruningSummaries(keras.callbacks.Callback):
                     )
         self._writer.flush()
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.update_freq != "epoch":
-            self._batches += 1
-            if self._batches % self.update_freq == 0:
-                self._write()
+    def _write_every_n_batches(self, batch, logs=None):
+        self._batches += 1
+        if self._batches % self.update_freq == 0:
+            self._write()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.update_freq == "epoch":
