@@ -202,3 +202,14 @@ def test_pruning_summaries_every_n_batches(tmp_path):
     scalars = _read_scalars(tmp_path)
     tag = next(t for t in scalars if t.endswith("/sparsity"))
     assert [step for step, _ in scalars[tag]] == [2, 4, 6, 6]
+
+
+def test_callbacks_keep_keras_async_dispatch(tmp_path):
+    # Any on_train_batch_end override makes Keras fetch the logs after every
+    # step; the pruning callbacks only add one when asked to log per batch.
+    default = keras.callbacks.Callback.on_train_batch_end
+    assert type(kp.UpdatePruningStep()).on_train_batch_end is default
+    per_epoch = kp.PruningSummaries(tmp_path)
+    assert per_epoch.on_train_batch_end.__func__ is default
+    per_batch = kp.PruningSummaries(tmp_path, update_freq=5)
+    assert per_batch.on_train_batch_end.__func__ is not default
