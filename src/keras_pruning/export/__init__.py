@@ -1,0 +1,22 @@
+"""Strip and export: TFLite for LiteRT and TensorFlow Lite Micro.
+
+TensorFlow, `ai_edge_litert` and `tflite_micro` are imported lazily, inside
+these functions; install the interpreters with
+`pip install 'keras-pruning[export]'`.
+"""
+
+from keras_pruning.export._convert import to_tflite
+from keras_pruning.export._csource import write_c_source
+from keras_pruning.export._flatbuffer import ModelInfo, model_info
+from keras_pruning.export._runtime import VerifyResult, min_arena_bytes, run, verify
+
+__all__ = (
+    "ModelInfo",
+    "VerifyResult",
+    "min_arena_bytes",
+    "model_info",
+    "run",
+    "to_tflite",
+    "verify",
+    "write_c_source",
+)

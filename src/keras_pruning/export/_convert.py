@@ -1,0 +1,263 @@
+"""Keras model -> TFLite flatbuffer, for LiteRT or TensorFlow Lite Micro."""
+
+import itertools
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_pruning.export._atomic import write_atomic
+from keras_pruning.export._deps import require
+from keras_pruning.export._flatbuffer import model_info
+from keras_pruning.prune import pruning_wrappers, strip_pruning
+
+QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
+TARGETS = ("litert", "micro")
+# TFLM has int8 kernels and float kernels, but no hybrid ("dynamic") kernels
+# and no float16 weights.
+_MICRO_QUANTIZE_MODES = (None, "int8")
+_CALIBRATION_SAMPLES = 200
+
+
+def _validate(model, quantize, representative_data, target, sparse, path):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a keras.Model (pruned or not). "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            f"`quantize` must be one of {QUANTIZE_MODES}. Received: quantize={quantize!r}"
+        )
+    if target not in TARGETS:
+        raise ValueError(
+            f"`target` must be one of {TARGETS}. Received: target={target!r}"
+        )
+    if not isinstance(sparse, bool):
+        raise TypeError(f"`sparse` must be True or False. Received: sparse={sparse!r}")
+    if sparse and target == "micro":
+        raise ValueError(
+            "`sparse=True` writes TFLite's sparse tensor encoding, which TensorFlow "
+            "Lite Micro cannot run (it has no DENSIFY, and block-sparse files crash "
+            "in Invoke). For a microcontroller, export with sparse=False and "
+            "compress the file with compress_for_micro(). "
+            "Received: sparse=True, target='micro'"
+        )
+    if target == "micro" and quantize not in _MICRO_QUANTIZE_MODES:
+        raise ValueError(
+            f"TensorFlow Lite Micro runs float32 or full-integer int8 models; "
+            f"`quantize` must be one of {_MICRO_QUANTIZE_MODES} for target='micro'. "
+            f"Received: quantize={quantize!r}"
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs `representative_data` to calibrate activation "
+            "ranges: an array of inputs, a tf.data.Dataset, or a generator. "
+            "Received: representative_data=None"
+        )
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a str or os.PathLike. Received: path={path!r}")
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"Model {model.name!r} has no known inputs: build it from keras.Input "
+            "(a Sequential or functional model) before exporting. "
+            f"Received: model={model.name!r}"
+        )
+
+
+def _samples(representative_data):
+    """Yields one input sample at a time (without batch axis), as a list."""
+    import tensorflow as tf
+
+    if isinstance(representative_data, np.ndarray):
+        source = ([x] for x in representative_data)
+    elif isinstance(representative_data, (list, tuple)) and all(
+        isinstance(x, np.ndarray) for x in representative_data
+    ):
+        source = (list(xs) for xs in zip(*representative_data, strict=True))
+    elif isinstance(representative_data, tf.data.Dataset):
+        source = _unbatch_dataset(representative_data)
+    elif callable(representative_data) or hasattr(representative_data, "__next__"):
+        items = (
+            representative_data()
+            if callable(representative_data)
+            else representative_data
+        )
+        source = _unbatch_items(items)
+    else:
+        raise TypeError(
+            "`representative_data` must be a NumPy array (or a list of arrays, one "
+            "per model input), a tf.data.Dataset, or a generator of input batches. "
+            f"Received: representative_data of type {type(representative_data).__name__}"
+        )
+    return source
+
+
+def _unbatch_items(items):
+    for item in items:
+        if isinstance(item, dict):
+            raise TypeError(
+                "`representative_data` must yield arrays or lists of arrays, not dicts. "
+                "Received: a dict"
+            )
+        arrays = list(item) if isinstance(item, (list, tuple)) else [item]
+        arrays = [np.asarray(a) for a in arrays]
+        for i in range(arrays[0].shape[0]):
+            yield [a[i] for a in arrays]
+
+
+def _unbatch_dataset(dataset):
+    def items():
+        for element in dataset.as_numpy_iterator():
+            # (x, y) pairs: keep the inputs.
+            if isinstance(element, tuple) and len(element) == 2:
+                element = element[0]
+            yield element
+
+    return _unbatch_items(items())
+
+
+def _calibration(representative_data, specs):
+    samples = list(
+        itertools.islice(_samples(representative_data), _CALIBRATION_SAMPLES)
+    )
+    if not samples:
+        raise ValueError(
+            "`representative_data` yielded no samples. Received: an empty source"
+        )
+    expected = [tuple(spec.shape[1:]) for spec in specs]
+    got = [tuple(np.shape(x)) for x in samples[0]]
+    if got != expected:
+        raise ValueError(
+            f"`representative_data` samples must have the model's input shapes "
+            f"{expected} (without the batch axis). Received: shapes {got}"
+        )
+
+    def dataset():
+        for sample in samples:
+            yield [
+                np.asarray(x, dtype=spec.dtype.as_numpy_dtype)[None]
+                for x, spec in zip(sample, specs, strict=True)
+            ]
+
+    return dataset
+
+
+def to_tflite(
+    model,
+    *,
+    quantize=None,
+    representative_data=None,
+    target="litert",
+    sparse=False,
+    path=None,
+):
+    """Converts a (pruned) Keras model to a TFLite flatbuffer.
+
+    Pruning wrappers are stripped first (`w * mask` written into the layers).
+
+    Args:
+        model: a Sequential or functional `keras.Model` built from `keras.Input`.
+        quantize: `None` (float32), `"dynamic"` (int8 weights, float
+            activations), `"float16"` (float16 weights) or `"int8"` (full
+            integer, int8 input and output). Defaults to `None`.
+        representative_data: calibration inputs for `"int8"`: an array (or a
+            list of arrays, one per input), a `tf.data.Dataset` of inputs or
+            `(inputs, labels)`, or a generator of batches. The first 200
+            samples are used.
+        target: `"litert"` (dynamic batch) or `"micro"` (TensorFlow Lite
+            Micro: batch 1, builtin ops only, no sparse tensors; float32 or
+            int8). Defaults to `"litert"`.
+        sparse: store weights with TFLite's sparse encoding
+            (`Optimize.EXPERIMENTAL_SPARSITY`), for LiteRT only. Note that the
+            converter's random-sparse int8 encoding can be larger than dense.
+            Defaults to `False`.
+        path: if given, the file is also written there, atomically.
+
+    Returns:
+        The flatbuffer, as bytes.
+
+    Raises:
+        TypeError, ValueError: for invalid arguments, naming the argument.
+        RuntimeError: if the converter fails, or TFLite Micro cannot load a
+            `target="micro"` file.
+
+    Example:
+        >>> data = to_tflite(pruned, quantize="int8", representative_data=x[:200],
+        ...                  target="micro", path="model.tflite")
+    """
+    _validate(model, quantize, representative_data, target, sparse, path)
+    require("tensorflow")
+    import tensorflow as tf
+
+    plain = strip_pruning(model) if pruning_wrappers(model) else model
+    batch = 1 if target == "micro" else None
+    specs = [
+        tf.TensorSpec(
+            (batch, *tuple(t.shape[1:])), tf.as_dtype(t.dtype), name=f"input_{i}"
+        )
+        for i, t in enumerate(plain.inputs)
+    ]
+    calibration = (
+        _calibration(representative_data, specs) if quantize == "int8" else None
+    )
+
+    with tempfile.TemporaryDirectory(prefix="keras-pruning-") as saved_model:
+        # Keras's own SavedModel export freezes the variables into constants.
+        signature = specs[0] if len(specs) == 1 else specs
+        plain.export(
+            saved_model,
+            format="tf_saved_model",
+            input_signature=[signature],
+            verbose=False,
+        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        data = _convert(converter, quantize, sparse, calibration, model.name)
+    if target == "micro":
+        _check_micro(data)
+    if path is not None:
+        write_atomic(path, data)
+    return data
+
+
+def _convert(converter, quantize, sparse, calibration, name):
+    import tensorflow as tf
+
+    optimizations = []
+    if quantize is not None:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        return bytes(converter.convert())
+    except Exception as error:
+        raise RuntimeError(
+            f"The TFLite converter failed for model {name!r}: {error}"
+        ) from error
+
+
+def _check_micro(data):
+    info = model_info(data)
+    if info.sparse_tensors:
+        raise RuntimeError(
+            f"The converter produced sparse tensors {info.sparse_tensors}, which "
+            "TensorFlow Lite Micro cannot run."
+        )
+    from tflite_micro.python.tflite_micro import runtime
+
+    try:
+        runtime.Interpreter.from_bytes(data, arena_size=max(len(data) * 10, 1 << 20))
+    except Exception as error:
+        raise RuntimeError(
+            f"TensorFlow Lite Micro cannot load the converted file (ops: "
+            f"{', '.join(info.operators)}): {error}"
+        ) from error

@@ -1,0 +1,273 @@
+"""Running TFLite files in the real interpreters: LiteRT and TFLite Micro."""
+
+import dataclasses
+import statistics
+import time
+
+import keras
+import numpy as np
+
+from keras_pruning.export._deps import require
+from keras_pruning.export._flatbuffer import model_info
+
+RUNTIMES = ("litert", "micro")
+_ARENA_ALIGNMENT = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    """How a TFLite file's outputs compare with its Keras model's.
+
+    `max_abs_error` and `mean_abs_error` are in output units (int8 outputs are
+    dequantized); `argmax_agreement` is the fraction of samples whose argmax
+    matches; accuracies are `None` without labels.
+    """
+
+    runtime: str
+    samples: int
+    max_abs_error: float
+    mean_abs_error: float
+    argmax_agreement: float
+    accuracy: float | None
+    keras_accuracy: float | None
+    invoke_ms: float  # median time of one single-sample invoke
+
+
+def _quantize(x, details):
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    params = details["quantization_parameters"]
+    scale, zero_point = params["scales"][0], params["zero_points"][0]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y, details):
+    if np.dtype(details["dtype"]).kind == "f":
+        return y.astype("float32")
+    params = details["quantization_parameters"]
+    scale, zero_point = params["scales"][0], params["zero_points"][0]
+    return (y.astype("float32") - zero_point) * scale
+
+
+class _LiteRT:
+    def __init__(self, data):
+        require("ai_edge_litert")
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        # The builtin kernels run every file, random-sparse int8 included,
+        # where the default XNNPACK delegate fails on some.
+        self.interpreter = Interpreter(
+            model_content=data,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        for details in self.inputs:
+            self.interpreter.resize_tensor_input(
+                details["index"], [1, *details["shape"][1:]]
+            )
+        self.interpreter.allocate_tensors()
+
+    def run(self, sample):
+        for details, x in zip(self.inputs, sample, strict=True):
+            self.interpreter.set_tensor(details["index"], _quantize(x[None], details))
+        start = time.perf_counter()
+        self.interpreter.invoke()
+        elapsed = time.perf_counter() - start
+        outputs = [
+            _dequantize(self.interpreter.get_tensor(d["index"]), d)[0]
+            for d in self.outputs
+        ]
+        return outputs, elapsed
+
+
+class _Micro:
+    def __init__(self, data, arena_size=None):
+        require("tflite_micro")
+        from tflite_micro.python.tflite_micro import runtime
+
+        self.interpreter = runtime.Interpreter.from_bytes(
+            data, arena_size=arena_size or max(len(data) * 10, 1 << 20)
+        )
+        subgraph = _subgraph(data)
+        self.inputs = [
+            self.interpreter.get_input_details(i) for i in range(len(subgraph.inputs))
+        ]
+        self.outputs = [
+            self.interpreter.get_output_details(i) for i in range(len(subgraph.outputs))
+        ]
+
+    def run(self, sample):
+        for i, (details, x) in enumerate(zip(self.inputs, sample, strict=True)):
+            self.interpreter.set_input(_quantize(x[None], details), i)
+        start = time.perf_counter()
+        self.interpreter.invoke()
+        elapsed = time.perf_counter() - start
+        outputs = [
+            _dequantize(np.asarray(self.interpreter.get_output(i)), d)[0]
+            for i, d in enumerate(self.outputs)
+        ]
+        return outputs, elapsed
+
+
+def _subgraph(data):
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(data, 0).subgraphs[0]
+
+
+def _interpreter(data, runtime):
+    if runtime not in RUNTIMES:
+        raise ValueError(
+            f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}"
+        )
+    info = model_info(data)
+    if runtime == "micro" and info.sparse_tensors:
+        raise ValueError(
+            "TensorFlow Lite Micro cannot run TFLite sparse tensors (it has no "
+            "DENSIFY, and block-sparse files crash in Invoke); refusing to run "
+            f"{len(info.sparse_tensors)} sparse tensors. Export with "
+            "to_tflite(..., target='micro'). Received: a sparse-encoded file"
+        )
+    return _LiteRT(data) if runtime == "litert" else _Micro(data)
+
+
+def _as_inputs(x, name="x"):
+    arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not arrays or not all(isinstance(a, np.ndarray) for a in arrays):
+        raise TypeError(
+            f"`{name}` must be a NumPy array (or a list of arrays, one per model "
+            f"input). Received: {name} of type {type(x).__name__}"
+        )
+    if len({a.shape[0] for a in arrays}) != 1 or arrays[0].shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must hold at least one sample, with the same number of "
+            f"samples for every input. Received: shapes {[a.shape for a in arrays]}"
+        )
+    return [a.astype("float32") for a in arrays]
+
+
+def run(tflite_bytes, x, *, runtime="litert"):
+    """Runs a TFLite file sample by sample in a real interpreter.
+
+    Args:
+        tflite_bytes: the file's bytes.
+        x: inputs, a float array (or list of arrays), batch first. Quantized
+            inputs are quantized with the file's input scale and zero point.
+        runtime: `"litert"` (ai-edge-litert, builtin kernels) or `"micro"`
+            (the TensorFlow Lite Micro Python runtime).
+
+    Returns:
+        `(outputs, invoke_seconds)`: the first output, dequantized, stacked
+        over samples; and the time of each invoke.
+    """
+    inputs = _as_inputs(x)
+    interpreter = _interpreter(tflite_bytes, runtime)
+    outputs, times = [], []
+    for i in range(inputs[0].shape[0]):
+        result, elapsed = interpreter.run([a[i] for a in inputs])
+        outputs.append(result[0])
+        times.append(elapsed)
+    return np.stack(outputs), times
+
+
+def verify(tflite_bytes, model, x, *, y=None, runtime="litert"):
+    """Runs a TFLite file in the real interpreter and compares it with Keras.
+
+    Args:
+        tflite_bytes: the file's bytes.
+        model: the Keras model it was exported from.
+        x: inputs (float, batch first).
+        y: optional integer labels, for accuracy.
+        runtime: `"litert"` or `"micro"`. Defaults to `"litert"`.
+
+    Returns:
+        A `VerifyResult`.
+
+    Raises:
+        ValueError: for a truncated or corrupt file, a sparse file given to the
+            micro runtime, or inputs that do not match.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
+        )
+    inputs = _as_inputs(x)
+    actual, times = run(tflite_bytes, inputs, runtime=runtime)
+    expected = keras.ops.convert_to_numpy(
+        model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+    )
+    expected = np.asarray(
+        expected[0] if isinstance(expected, (list, tuple)) else expected
+    )
+    if expected.shape != actual.shape:
+        raise ValueError(
+            f"The file's output shape {actual.shape} differs from the model's "
+            f"{expected.shape}: `model` is not the model this file was exported from."
+        )
+    error = np.abs(actual - expected)
+    accuracy = keras_accuracy = None
+    if y is not None:
+        labels = np.asarray(y).reshape(-1)
+        if labels.shape[0] != actual.shape[0]:
+            raise ValueError(
+                f"`y` must hold one label per sample ({actual.shape[0]}). "
+                f"Received: {labels.shape[0]} labels"
+            )
+        accuracy = float(np.mean(actual.argmax(-1) == labels))
+        keras_accuracy = float(np.mean(expected.argmax(-1) == labels))
+    return VerifyResult(
+        runtime=runtime,
+        samples=int(actual.shape[0]),
+        max_abs_error=float(error.max()),
+        mean_abs_error=float(error.mean()),
+        argmax_agreement=float(np.mean(actual.argmax(-1) == expected.argmax(-1))),
+        accuracy=accuracy,
+        keras_accuracy=keras_accuracy,
+        invoke_ms=1000 * statistics.median(times),
+    )
+
+
+def min_arena_bytes(tflite_bytes, *, alt_decompression_memory_size=0):
+    """The smallest TFLite Micro tensor arena that runs the file, in bytes.
+
+    Bisects `arena_size` (to a multiple of 16) over
+    `tflite_micro.runtime.Interpreter`, which fails to allocate when the arena
+    is too small; the found size is checked with one invoke.
+    """
+    model_info(tflite_bytes)
+    require("tflite_micro")
+    from tflite_micro.python.tflite_micro import runtime
+
+    def fits(size):
+        try:
+            interpreter = runtime.Interpreter.from_bytes(
+                bytes(tflite_bytes),
+                arena_size=size,
+                alt_decompression_memory_size=alt_decompression_memory_size,
+            )
+        except Exception:
+            return False
+        return interpreter is not None
+
+    high = _ARENA_ALIGNMENT * 64
+    while not fits(high):
+        high *= 2
+        if high > 1 << 31:
+            raise ValueError(
+                "No arena up to 2 GiB runs this file in TensorFlow Lite Micro."
+            )
+    low = 0
+    while high - low > _ARENA_ALIGNMENT:
+        middle = (low + high) // 2 // _ARENA_ALIGNMENT * _ARENA_ALIGNMENT
+        if middle <= low:
+            break
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    micro = _Micro(bytes(tflite_bytes), arena_size=high)
+    micro.run([np.zeros(d["shape"][1:], "float32") for d in micro.inputs])
+    return high

@@ -1,0 +1,192 @@
+"""to_tflite: every exported file is run in the real interpreter."""
+
+import os
+import types
+
+import keras
+import numpy as np
+import pytest
+from export_models import pruned_cnn
+
+import keras_pruning as kp
+from keras_pruning.export import model_info, to_tflite, verify
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return pruned_cnn()
+
+
+@pytest.mark.parametrize(
+    ("quantize", "target", "sparse", "runtime", "tolerance"),
+    [
+        (None, "litert", False, "litert", 1e-5),
+        ("dynamic", "litert", False, "litert", 0.05),
+        ("float16", "litert", False, "litert", 0.01),
+        ("int8", "litert", False, "litert", 0.05),
+        ("int8", "litert", True, "litert", 0.05),
+        (None, "micro", False, "micro", 1e-5),
+        ("int8", "micro", False, "micro", 0.05),
+    ],
+)
+def test_exported_files_run_and_match_keras(
+    cnn, quantize, target, sparse, runtime, tolerance
+):
+    pruned, x, y = cnn
+    data = to_tflite(
+        pruned,
+        quantize=quantize,
+        representative_data=x if quantize == "int8" else None,
+        target=target,
+        sparse=sparse,
+    )
+    info = model_info(data)
+    assert bool(info.sparse_tensors) == sparse
+    if target == "micro":
+        # Fixed batch 1: no dynamic-shape ops.
+        assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(info.operators)
+    result = verify(data, kp.strip_pruning(pruned), x[:16], y=y[:16], runtime=runtime)
+    assert result.samples == 16
+    assert result.max_abs_error < tolerance * 10
+    assert result.mean_abs_error < tolerance
+    assert result.argmax_agreement >= 0.9
+    assert result.accuracy is not None and result.keras_accuracy is not None
+
+
+def test_int8_files_take_int8_input_and_are_smaller(cnn):
+    pruned, x, _ = cnn
+    float_file = to_tflite(pruned)
+    int8_file = to_tflite(
+        pruned, quantize="int8", representative_data=x, target="micro"
+    )
+    assert len(int8_file) < len(float_file) / 3.5
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(int8_file)
+    assert np.dtype(interpreter.get_input_details(0)["dtype"]) == np.int8
+    assert np.dtype(interpreter.get_output_details(0)["dtype"]) == np.int8
+
+
+def test_strips_wrappers_and_keeps_sparse_weights(cnn):
+    pruned, x, _ = cnn
+    # The float file holds the masked weights: its outputs match the stripped
+    # model, which differs from the dense weights of the wrapped layers.
+    data = to_tflite(pruned)
+    stripped = kp.strip_pruning(pruned)
+    assert verify(data, stripped, x[:4]).max_abs_error < 1e-5
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["array", "list", "dataset", "dataset_pairs", "generator", "callable"],
+)
+def test_representative_data_forms(cnn, source):
+    import tensorflow as tf
+
+    pruned, x, y = cnn
+    forms = {
+        "array": x,
+        "list": [x],
+        "dataset": tf.data.Dataset.from_tensor_slices(x).batch(8),
+        "dataset_pairs": tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+        "generator": (x[i : i + 8] for i in range(0, 64, 8)),
+        "callable": lambda: (x[i : i + 8] for i in range(0, 64, 8)),
+    }
+    data = to_tflite(pruned, quantize="int8", representative_data=forms[source])
+    assert verify(data, kp.strip_pruning(pruned), x[:8]).argmax_agreement >= 0.875
+
+
+def test_writes_path_atomically(cnn, tmp_path):
+    pruned, _, _ = cnn
+    path = tmp_path / "sub" / "model.tflite"
+    data = to_tflite(pruned, path=path)
+    assert path.read_bytes() == data
+    assert [p.name for p in path.parent.iterdir()] == ["model.tflite"]
+
+
+def test_failed_export_leaves_no_file(cnn, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    pruned, _, _ = cnn
+
+    class BrokenConverter:
+        target_spec = types.SimpleNamespace()
+
+        def convert(self):
+            raise RuntimeError("converter exploded")
+
+    monkeypatch.setattr(
+        tf.lite.TFLiteConverter, "from_saved_model", lambda path: BrokenConverter()
+    )
+    path = tmp_path / "model.tflite"
+    with pytest.raises(RuntimeError, match="converter failed.*exploded"):
+        to_tflite(pruned, path=path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_survives_a_failed_export(cnn, tmp_path, monkeypatch):
+    from keras_pruning.export import _atomic
+
+    pruned, _, _ = cnn
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"previous")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_atomic.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        to_tflite(pruned, path=path)
+    assert path.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
+def test_bad_arguments_name_the_argument(cnn):
+    pruned, x, _ = cnn
+    with pytest.raises(TypeError, match="model.*Received"):
+        to_tflite("model.keras")
+    with pytest.raises(ValueError, match="quantize.*Received: quantize='int4'"):
+        to_tflite(pruned, quantize="int4")
+    with pytest.raises(ValueError, match="target.*Received: target='mcu'"):
+        to_tflite(pruned, target="mcu")
+    with pytest.raises(ValueError, match="sparse=True, target='micro'"):
+        to_tflite(pruned, target="micro", sparse=True)
+    with pytest.raises(ValueError, match="target='micro'.*quantize='dynamic'"):
+        to_tflite(pruned, target="micro", quantize="dynamic")
+    with pytest.raises(ValueError, match="representative_data=None"):
+        to_tflite(pruned, quantize="int8")
+    with pytest.raises(TypeError, match="sparse.*Received"):
+        to_tflite(pruned, sparse="yes")
+    with pytest.raises(TypeError, match="representative_data.*dict"):
+        to_tflite(pruned, quantize="int8", representative_data={"x": x})
+    with pytest.raises(ValueError, match=r"shapes \[\(28, 28, 1\)\].*\(10,\)"):
+        to_tflite(pruned, quantize="int8", representative_data=np.zeros((4, 10)))
+    with pytest.raises(TypeError, match="path.*Received"):
+        to_tflite(pruned, path=3)
+
+
+def test_model_without_inputs_is_rejected():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="no known inputs"):
+        to_tflite(Net())
+
+
+def test_export_does_not_import_tflite_micro_at_package_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras_pruning, keras_pruning.export; "
+        "print('tflite_micro' in sys.modules, 'ai_edge_litert' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.stdout.split() == ["False", "False"]
