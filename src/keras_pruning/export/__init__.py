@@ -8,11 +8,19 @@ these functions; install the interpreters with
 from keras_pruning.export._convert import to_tflite
 from keras_pruning.export._csource import write_c_source
 from keras_pruning.export._flatbuffer import ModelInfo, model_info
+from keras_pruning.export._micro_compress import (
+    CompressedTensor,
+    MicroCompression,
+    compress_for_micro,
+)
 from keras_pruning.export._runtime import VerifyResult, min_arena_bytes, run, verify
 
 __all__ = (
+    "CompressedTensor",
+    "MicroCompression",
     "ModelInfo",
     "VerifyResult",
+    "compress_for_micro",
     "min_arena_bytes",
     "model_info",
     "run",
