@@ -70,3 +70,11 @@ def test_core_does_not_import_tensorflow_eagerly():
                 else [node.module or ""]
             )
             assert not any(n.split(".")[0] == "tensorflow" for n in names), path
+
+
+@pytest.mark.parametrize("name", __import__("keras_pruning.export").export.__all__)
+def test_every_export_name_is_documented(name):
+    import keras_pruning.export
+
+    doc = inspect.getdoc(getattr(keras_pruning.export, name))
+    assert doc and len(doc.splitlines()[0]) > 10, f"export.{name} has no summary line"

@@ -121,3 +121,25 @@ def test_cnn_prunes_trains_strips_and_keeps_accuracy():
     assert pruned_accuracy > dense_accuracy - 0.1
     for row in kp.sparsity_report(stripped):
         assert row.zeros == row.size - num_kept(row.size, 0.7)
+
+
+def test_readme_export_example_runs_after_the_quick_start(tmp_path):
+    text = README.read_text()
+    blocks = [
+        re.search(r"```python\n(.*?)```", text.split(heading, 1)[1], re.S).group(1)
+        for heading in (
+            "## Quick start",
+            "## Export to LiteRT and TensorFlow Lite Micro",
+        )
+    ]
+    result = _run("\n".join(blocks), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "VerifyResult(runtime='micro'" in result.stdout
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [
+        "model.cc",
+        "model.h",
+        "model_op_resolver.h",
+        "report.json",
+        "report.md",
+    ]

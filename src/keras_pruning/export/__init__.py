@@ -5,6 +5,7 @@ these functions; install the interpreters with
 `pip install 'keras-pruning[export]'`.
 """
 
+from keras_pruning.export._atomic import write_atomic
 from keras_pruning.export._convert import to_tflite
 from keras_pruning.export._csource import write_c_source
 from keras_pruning.export._flatbuffer import ModelInfo, model_info
@@ -13,6 +14,7 @@ from keras_pruning.export._micro_compress import (
     MicroCompression,
     compress_for_micro,
 )
+from keras_pruning.export._report import information_floor_bytes, report
 from keras_pruning.export._runtime import VerifyResult, min_arena_bytes, run, verify
 
 __all__ = (
@@ -21,10 +23,13 @@ __all__ = (
     "ModelInfo",
     "VerifyResult",
     "compress_for_micro",
+    "information_floor_bytes",
     "min_arena_bytes",
     "model_info",
+    "report",
     "run",
     "to_tflite",
     "verify",
+    "write_atomic",
     "write_c_source",
 )

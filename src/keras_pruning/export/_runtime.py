@@ -1,7 +1,11 @@
 """Running TFLite files in the real interpreters: LiteRT and TFLite Micro."""
 
 import dataclasses
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import keras
@@ -230,44 +234,97 @@ def verify(tflite_bytes, model, x, *, y=None, runtime="litert"):
     )
 
 
+_ARENA_PROBE = """
+import sys
+from tflite_micro.python.tflite_micro import runtime
+data = open(sys.argv[1], "rb").read()
+alt = int(sys.argv[2])
+for line in sys.stdin:
+    size = int(line)
+    try:
+        runtime.Interpreter.from_bytes(data, arena_size=size, alt_decompression_memory_size=alt)
+        print("ok", flush=True)
+    except Exception:
+        print("no", flush=True)
+"""
+
+
+class _ArenaProbe:
+    """Tries arena sizes in a child process: TFLite Micro sometimes crashes,
+    rather than raising, when an arena is too small. A crash counts as "does
+    not fit", and a new child takes over."""
+
+    def __init__(self, path, alt_decompression_memory_size):
+        self.args = [
+            sys.executable,
+            "-c",
+            _ARENA_PROBE,
+            path,
+            str(alt_decompression_memory_size),
+        ]
+        self.child = None
+
+    def fits(self, size):
+        if self.child is None:
+            self.child = subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        try:
+            self.child.stdin.write(f"{size}\n")
+            self.child.stdin.flush()
+            answer = self.child.stdout.readline().strip()
+        except BrokenPipeError:
+            answer = ""
+        if answer not in ("ok", "no"):  # the child crashed
+            self.close()
+            return False
+        return answer == "ok"
+
+    def close(self):
+        if self.child is not None:
+            self.child.kill()
+            self.child.wait()
+            self.child = None
+
+
 def min_arena_bytes(tflite_bytes, *, alt_decompression_memory_size=0):
     """The smallest TFLite Micro tensor arena that runs the file, in bytes.
 
     Bisects `arena_size` (to a multiple of 16) over
     `tflite_micro.runtime.Interpreter`, which fails to allocate when the arena
-    is too small; the found size is checked with one invoke.
+    is too small. The probes run in a child process, because some too-small
+    arenas crash the runtime instead. The result is checked with one invoke.
     """
     model_info(tflite_bytes)
     require("tflite_micro")
-    from tflite_micro.python.tflite_micro import runtime
-
-    def fits(size):
+    with tempfile.TemporaryDirectory(prefix="keras-pruning-") as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with open(path, "wb") as handle:
+            handle.write(bytes(tflite_bytes))
+        probe = _ArenaProbe(path, alt_decompression_memory_size)
         try:
-            interpreter = runtime.Interpreter.from_bytes(
-                bytes(tflite_bytes),
-                arena_size=size,
-                alt_decompression_memory_size=alt_decompression_memory_size,
-            )
-        except Exception:
-            return False
-        return interpreter is not None
-
-    high = _ARENA_ALIGNMENT * 64
-    while not fits(high):
-        high *= 2
-        if high > 1 << 31:
-            raise ValueError(
-                "No arena up to 2 GiB runs this file in TensorFlow Lite Micro."
-            )
-    low = 0
-    while high - low > _ARENA_ALIGNMENT:
-        middle = (low + high) // 2 // _ARENA_ALIGNMENT * _ARENA_ALIGNMENT
-        if middle <= low:
-            break
-        if fits(middle):
-            high = middle
-        else:
-            low = middle
+            high = _ARENA_ALIGNMENT * 64
+            while not probe.fits(high):
+                high *= 2
+                if high > 1 << 31:
+                    raise ValueError(
+                        "No arena up to 2 GiB runs this file in TensorFlow Lite Micro."
+                    )
+            low = 0
+            while high - low > _ARENA_ALIGNMENT:
+                middle = (low + high) // 2 // _ARENA_ALIGNMENT * _ARENA_ALIGNMENT
+                if middle <= low:
+                    break
+                if probe.fits(middle):
+                    high = middle
+                else:
+                    low = middle
+        finally:
+            probe.close()
     micro = _Micro(bytes(tflite_bytes), arena_size=high)
     micro.run([np.zeros(d["shape"][1:], "float32") for d in micro.inputs])
     return high

@@ -1,0 +1,135 @@
+"""The `keras-pruning` command line: a thin layer over keras_pruning.export.
+
+    keras-pruning export MODEL.keras --target micro --quantize int8 \\
+        --calibration X.npy --out DIR [--compress] [--name NAME]
+    keras-pruning report MODEL.keras
+
+Errors print one line on stderr and exit with status 2, without a traceback.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+class _UsageError(Exception):
+    """A mistake of the user's, reported as one line."""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-pruning", description="Export and inspect pruned Keras models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write .tflite, C source and a report")
+    export.add_argument("model", help="a .keras file")
+    export.add_argument("--target", choices=("litert", "micro"), default="micro")
+    export.add_argument(
+        "--quantize", choices=("none", "dynamic", "float16", "int8"), default="int8"
+    )
+    export.add_argument(
+        "--calibration", help=".npy file of sample inputs (needed for int8)"
+    )
+    export.add_argument("--out", required=True, help="output directory")
+    export.add_argument(
+        "--compress", action="store_true", help="TFLM DECODE compression (micro)"
+    )
+    export.add_argument("--name", default="model", help="C identifier for the C source")
+    report = commands.add_parser("report", help="print per-weight sparsity")
+    report.add_argument("model", help="a .keras file")
+    return parser
+
+
+def _load_model(path):
+    import keras
+
+    import keras_pruning  # noqa: F401  registers the pruning classes
+
+    if not os.path.isfile(path):
+        raise _UsageError(f"model file not found: {path}")
+    if not path.endswith(".keras"):
+        raise _UsageError(f"model must be a .keras file: {path}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:
+        raise _UsageError(f"cannot load {path}: {error}") from None
+
+
+def _load_calibration(path):
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise _UsageError(f"calibration file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise _UsageError(f"cannot read {path} as a .npy array: {error}") from None
+
+
+def _export(args):
+    from keras_pruning import export
+
+    model = _load_model(args.model)
+    quantize = None if args.quantize == "none" else args.quantize
+    calibration = _load_calibration(args.calibration)
+    if quantize == "int8" and calibration is None:
+        raise _UsageError("--quantize int8 needs --calibration X.npy (sample inputs)")
+    if args.compress and args.target != "micro":
+        raise _UsageError("--compress applies to --target micro only")
+    os.makedirs(args.out, exist_ok=True)
+    name = os.path.splitext(os.path.basename(args.model))[0]
+    try:
+        data = export.to_tflite(
+            model,
+            quantize=quantize,
+            representative_data=calibration,
+            target=args.target,
+        )
+        if args.compress:
+            data, _ = export.compress_for_micro(data)
+    except (TypeError, ValueError) as error:
+        raise _UsageError(str(error)) from None
+    tflite_path = os.path.join(args.out, f"{name}.tflite")
+    export.write_atomic(tflite_path, data)
+    written = [tflite_path]
+    if args.target == "micro":
+        written += export.write_c_source(
+            data, os.path.join(args.out, name), name=args.name
+        )
+    x = calibration[:64] if calibration is not None else None
+    export.report(model, x=x, path=args.out)
+    written += [
+        os.path.join(args.out, "report.json"),
+        os.path.join(args.out, "report.md"),
+    ]
+    print("\n".join(written))
+
+
+def _report(args):
+    import keras_pruning
+
+    model = _load_model(args.model)
+    rows = keras_pruning.sparsity_report(model)
+    width = max([len(r.weight) for r in rows] + [6])
+    print(f"{'weight':<{width}}  {'shape':>16}  {'nonzeros':>12}  sparsity")
+    for r in rows:
+        shape = "x".join(map(str, r.shape))
+        print(f"{r.weight:<{width}}  {shape:>16}  {r.nonzeros:>12,}  {r.sparsity:8.1%}")
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        {"export": _export, "report": _report}[args.command](args)
+    except _UsageError as error:
+        print(f"keras-pruning: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The deployment report: what pruning bought, in bytes, RAM, time and accuracy."""
+
+import gzip
+import json
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+from keras_pruning.export._atomic import write_atomic
+from keras_pruning.export._convert import to_tflite
+from keras_pruning.export._micro_compress import compress_for_micro
+from keras_pruning.export._runtime import min_arena_bytes, verify
+from keras_pruning.prune import pruning_wrappers, strip_pruning
+from keras_pruning.stats import sparsity_report
+
+
+def _entropy_bits(sparsity):
+    """Binary entropy `H(s) = -s log2 s - (1 - s) log2(1 - s)`, in bits."""
+    if sparsity in (0.0, 1.0):
+        return 0.0
+    return -sparsity * math.log2(sparsity) - (1 - sparsity) * math.log2(1 - sparsity)
+
+
+def information_floor_bytes(rows, bits=8):
+    """Bytes to store the prunable weights at `bits` per nonzero plus the mask's
+    entropy: `sum(nnz * bits + n * H(s)) / 8` over weights."""
+    total = sum(r.nonzeros * bits + r.size * _entropy_bits(r.sparsity) for r in rows)
+    return int(math.ceil(total / 8))
+
+
+def _keras_file_bytes(model):
+    with tempfile.TemporaryDirectory(prefix="keras-pruning-") as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        return os.path.getsize(path)
+
+
+def _load(model):
+    if isinstance(model, keras.Model):
+        return model, None
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise ValueError(f"`model` file does not exist. Received: model={path!r}")
+        try:
+            return keras.models.load_model(path), os.path.getsize(path)
+        except Exception as error:
+            raise ValueError(
+                f"`model` is not a loadable Keras file: {error}. Received: model={path!r}"
+            ) from None
+    raise TypeError(
+        "`model` must be a keras.Model or the path of a .keras file. "
+        f"Received: model of type {type(model).__name__}"
+    )
+
+
+def report(model, *, x=None, y=None, baseline=None, path=None):
+    """Measures what pruning bought, and writes it as JSON and Markdown.
+
+    Args:
+        model: a pruned or stripped `keras.Model`, or a `.keras` path.
+        x: sample inputs (float, batch first). With `x`, the report adds int8
+            LiteRT and TFLite Micro files (calibrated on `x[:200]`), the
+            compressed micro file, the TFLM arena, invoke latencies and
+            output errors. Without it, only float files are measured.
+        y: integer labels for `x`, for accuracies.
+        baseline: the dense model before pruning, for its accuracy.
+        path: a directory; `report.json` and `report.md` are written there.
+
+    Returns:
+        The report as a dict (what `report.json` holds).
+    """
+    model, keras_bytes = _load(model)
+    plain = strip_pruning(model) if pruning_wrappers(model) else model
+    if keras_bytes is None:
+        keras_bytes = _keras_file_bytes(plain)
+    if baseline is not None and not isinstance(baseline, keras.Model):
+        raise TypeError(
+            f"`baseline` must be a keras.Model. Received: baseline of type {type(baseline).__name__}"
+        )
+    rows = sparsity_report(plain)
+    prunable = sum(r.size for r in rows)
+    nonzeros = sum(r.nonzeros for r in rows)
+    result = {
+        "model": plain.name,
+        "layers": [
+            {
+                "layer": r.layer,
+                "weight": r.weight,
+                "shape": list(r.shape),
+                "size": r.size,
+                "nonzeros": r.nonzeros,
+                "sparsity": r.sparsity,
+            }
+            for r in rows
+        ],
+        "parameters": {
+            "total": int(plain.count_params()),
+            "prunable": prunable,
+            "prunable_nonzero": nonzeros,
+            "sparsity": 1 - nonzeros / prunable if prunable else 0.0,
+        },
+        "files": {
+            "keras": keras_bytes,
+            "tflite_float32": len(to_tflite(plain)),
+        },
+        "information_floor_int8": information_floor_bytes(rows),
+    }
+    if x is not None:
+        calibration = x[:200]
+        litert = to_tflite(plain, quantize="int8", representative_data=calibration)
+        sparse = to_tflite(
+            plain, quantize="int8", representative_data=calibration, sparse=True
+        )
+        micro = to_tflite(
+            plain, quantize="int8", representative_data=calibration, target="micro"
+        )
+        compressed, compression = compress_for_micro(micro)
+        result["files"].update(
+            {
+                "litert_int8": len(litert),
+                "litert_int8_sparse": len(sparse),
+                "micro_int8": len(micro),
+                "micro_int8_compressed": len(compressed),
+                "micro_int8_gzip": len(gzip.compress(micro, compresslevel=9)),
+            }
+        )
+        micro_check = verify(micro, plain, x, y=y, runtime="micro")
+        litert_check = verify(litert, plain, x, y=y, runtime="litert")
+        result["micro"] = {
+            "bytes": len(micro),
+            "compressed_bytes": len(compressed),
+            "compressed_tensors": len(compression.tensors),
+            "arena_bytes": min_arena_bytes(micro),
+            "compressed_arena_bytes": min_arena_bytes(compressed),
+            "max_abs_error": micro_check.max_abs_error,
+            "argmax_agreement": micro_check.argmax_agreement,
+            "invoke_ms": micro_check.invoke_ms,
+            "accuracy": micro_check.accuracy,
+        }
+        result["litert"] = {
+            "bytes": len(litert),
+            "max_abs_error": litert_check.max_abs_error,
+            "argmax_agreement": litert_check.argmax_agreement,
+            "invoke_ms": litert_check.invoke_ms,
+            "accuracy": litert_check.accuracy,
+        }
+        if y is not None:
+            result["accuracy"] = {
+                "pruned": micro_check.keras_accuracy,
+                "baseline": _accuracy(baseline, x, y) if baseline is not None else None,
+            }
+    if path is not None:
+        os.makedirs(os.fspath(path), exist_ok=True)
+        write_atomic(
+            os.path.join(path, "report.json"), json.dumps(result, indent=2) + "\n"
+        )
+        write_atomic(os.path.join(path, "report.md"), format_markdown(result))
+    return result
+
+
+def _accuracy(model, x, y):
+    predictions = keras.ops.convert_to_numpy(model(x, training=False))
+    return float(np.mean(predictions.argmax(-1) == np.asarray(y).reshape(-1)))
+
+
+def _kb(size):
+    return f"{size / 1024:,.1f} KB"
+
+
+def format_markdown(result):
+    """The report as a Markdown page."""
+    lines = [f"# Deployment report: {result['model']}", "", "## Sparsity", ""]
+    lines += ["| weight | shape | nonzeros | sparsity |", "| --- | --- | ---: | ---: |"]
+    for row in result["layers"]:
+        shape = "x".join(map(str, row["shape"]))
+        lines.append(
+            f"| {row['weight']} | {shape} | {row['nonzeros']:,} / {row['size']:,} | "
+            f"{row['sparsity']:.1%} |"
+        )
+    params = result["parameters"]
+    lines += [
+        "",
+        f"Parameters: {params['total']:,} in all; prunable {params['prunable']:,}, "
+        f"of which {params['prunable_nonzero']:,} nonzero ({params['sparsity']:.1%} sparse).",
+        "",
+        "## Files",
+        "",
+        "| file | size | vs information floor |",
+        "| --- | ---: | ---: |",
+    ]
+    floor = result["information_floor_int8"]
+    for name, size in result["files"].items():
+        ratio = f"{size / floor:.2f}x" if floor else "-"
+        lines.append(f"| {name} | {_kb(size)} | {ratio} |")
+    lines += [
+        "",
+        f"Information floor of the prunable int8 weights (`nnz*8 + n*H(s)` bits): "
+        f"{_kb(floor)}.",
+    ]
+    if "micro" in result:
+        micro, litert = result["micro"], result["litert"]
+        lines += [
+            "",
+            "## Runtimes",
+            "",
+            "| runtime | invoke | max abs error | argmax agreement | accuracy |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, run in (("LiteRT (builtin)", litert), ("TFLite Micro", micro)):
+            accuracy = "-" if run["accuracy"] is None else f"{run['accuracy']:.1%}"
+            lines.append(
+                f"| {name} | {run['invoke_ms']:.3f} ms | {run['max_abs_error']:.4g} | "
+                f"{run['argmax_agreement']:.1%} | {accuracy} |"
+            )
+        lines += [
+            "",
+            f"TFLite Micro arena: {micro['arena_bytes']:,} B "
+            f"(compressed file: {micro['compressed_arena_bytes']:,} B, decoded weights "
+            "included).",
+        ]
+    if result.get("accuracy"):
+        acc = result["accuracy"]
+        baseline = "-" if acc["baseline"] is None else f"{acc['baseline']:.1%}"
+        lines += [
+            "",
+            f"Keras accuracy: baseline {baseline}, pruned {acc['pruned']:.1%}.",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,125 @@
+"""The keras-pruning command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from export_models import pruned_cnn
+
+import keras_pruning as kp
+from keras_pruning.cli import main
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    pruned, x, _ = pruned_cnn()
+    directory = tmp_path_factory.mktemp("cli")
+    pruned.save(directory / "cnn.keras")
+    np.save(directory / "calib.npy", x[:32])
+    return directory
+
+
+def test_export_micro_writes_tflite_c_source_and_report(saved, capsys):
+    out = saved / "out"
+    status = main(
+        [
+            "export",
+            str(saved / "cnn.keras"),
+            "--target",
+            "micro",
+            "--quantize",
+            "int8",
+            "--calibration",
+            str(saved / "calib.npy"),
+            "--out",
+            str(out),
+            "--compress",
+        ]
+    )
+    assert status == 0
+    names = sorted(os.listdir(out))
+    assert names == [
+        "cnn.cc",
+        "cnn.h",
+        "cnn.tflite",
+        "cnn_op_resolver.h",
+        "report.json",
+        "report.md",
+    ]
+    assert (
+        "TFLM_DECODE"
+        in kp.export.model_info((out / "cnn.tflite").read_bytes()).operators
+    )
+    assert (
+        json.loads((out / "report.json").read_text())["micro"]["argmax_agreement"]
+        >= 0.9
+    )
+    assert str(out / "cnn.tflite") in capsys.readouterr().out
+
+
+def test_report_prints_per_weight_table(saved, capsys):
+    assert main(["report", str(saved / "cnn.keras")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["weight", "shape", "nonzeros", "sparsity"]
+    assert [line.split()[0] for line in lines[1:]] == [
+        "conv2d/kernel",
+        "dense/kernel",
+        "dense_1/kernel",
+    ]
+    # 144 * 0.2 = 28.8 rounds to 29 kept: 79.9% for the conv kernel.
+    assert [line.split()[-1] for line in lines[1:]] == ["79.9%", "80.0%", "80.0%"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "missing.keras"], "model file not found: missing.keras"),
+        (["export", "{dir}/calib.npy", "--out", "{dir}/o"], "must be a .keras file"),
+        (["export", "{dir}/cnn.keras", "--out", "{dir}/o"], "needs --calibration"),
+        (
+            [
+                "export",
+                "{dir}/cnn.keras",
+                "--out",
+                "{dir}/o",
+                "--calibration",
+                "nope.npy",
+            ],
+            "calibration file not found",
+        ),
+        (
+            [
+                "export",
+                "{dir}/cnn.keras",
+                "--out",
+                "{dir}/o",
+                "--target",
+                "litert",
+                "--quantize",
+                "none",
+                "--compress",
+            ],
+            "--compress applies to --target micro only",
+        ),
+    ],
+)
+def test_errors_print_one_line_and_exit_2(saved, capsys, args, message):
+    args = [a.format(dir=saved) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_console_script_bad_flag_exits_nonzero_without_traceback(saved):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_pruning.cli", "export", "--target", "gpu"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "invalid choice: 'gpu'" in result.stderr and "Traceback" not in result.stderr
