@@ -94,11 +94,25 @@ def _depthwise(sparsity):
     return model
 
 
+def _clustered(levels=8):
+    """The dense CNN with every kernel snapped to `levels` shared values."""
+    model = _cnn(0.0)
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            values = keras.ops.convert_to_numpy(kernel)
+            grid = np.linspace(-np.abs(values).max(), np.abs(values).max(), levels)
+            nearest = np.abs(values[..., None] - grid).argmin(-1)
+            layer.kernel.assign(grid[nearest].astype("float32"))
+    return model
+
+
 @pytest.fixture(scope="module")
 def files():
     """One conversion per model for the whole module."""
     cnn80 = _cnn(0.8)
     return {
+        "clustered": _to_int8_tflite(_clustered(), (28, 28, 1), seed=0),
         "s80": _to_int8_tflite(cnn80, (28, 28, 1), seed=0),
         "dense": _to_int8_tflite(_cnn(0.0), (28, 28, 1), seed=0),
         "sparse": _to_int8_tflite(cnn80, (28, 28, 1), seed=0, sparse=True),
@@ -369,8 +383,6 @@ def test_unknown_method_and_bad_integers_are_rejected(files):
         compress_for_micro(data, method="huffman")
     with pytest.raises(ValueError, match="Received: method=None"):
         compress_for_micro(data, method=None)
-    with pytest.raises(NotImplementedError, match="not implemented.*method='lut'"):
-        compress_for_micro(data, method="lut")
     with pytest.raises(ValueError, match="Received: min_saving_bytes=-1"):
         compress_for_micro(data, min_saving_bytes=-1)
     with pytest.raises(TypeError, match="Received: min_saving_bytes=1.5"):
@@ -398,3 +410,33 @@ def test_module_import_does_not_import_tflite_micro():
         timeout=300,
     )
     assert result.stdout.split() == ["False"]
+
+
+def test_lut_compresses_clustered_weights_bit_exact(files):
+    data = files["clustered"]
+    compressed, report = compress_for_micro(data, method="lut")
+    assert len(compressed) * 2 < len(data)
+    hidden = next(t for t in report.tensors if t.shape == HIDDEN_SHAPE)
+    # 8 levels: 3-bit indices, plus the per-channel value tables.
+    assert hidden.bytes_after < HIDDEN_SHAPE[0] * HIDDEN_SHAPE[1] * 3 / 8 + 2_000
+    inputs = _int8_inputs((28, 28, 1), seed=5)
+    for plain, packed in zip(
+        _outputs(data, inputs), _outputs(compressed, inputs), strict=True
+    ):
+        np.testing.assert_array_equal(plain, packed)
+
+
+def test_prune_does_not_pay_on_dense_clustered_weights(files):
+    data = files["clustered"]
+    compressed, report = compress_for_micro(data, method="prune")
+    assert compressed == data and report.tensors == ()
+
+
+def test_auto_picks_the_smaller_encoding_per_tensor(files):
+    clustered, _ = compress_for_micro(files["clustered"], method="auto")
+    lut_only, _ = compress_for_micro(files["clustered"], method="lut")
+    assert len(clustered) == len(lut_only)
+    sparse_auto, _ = compress_for_micro(files["s80"], method="auto")
+    sparse_prune, _ = compress_for_micro(files["s80"], method="prune")
+    # 80% zeros but ~255 distinct values: PRUNE wins, LUT would need 8 bits.
+    assert len(sparse_auto) == len(sparse_prune)

@@ -39,7 +39,8 @@ from keras_pruning.export._flatbuffer import model_info
 #: Default of `compress_for_micro(min_saving_bytes=...)`.
 DEFAULT_MIN_SAVING_BYTES = 64
 
-_METHODS = ("prune", "lut")
+_METHODS = ("prune", "lut", "auto")
+_MAX_LUT_BITS = 7  # the DECODE LUT type indexes with 1 to 7 bits
 
 # DECODE Common Metadata: 16 bytes; byte 4 is the PRUNE format version.
 _DCM_VERSION = 1
@@ -271,8 +272,58 @@ class _Candidate:
     decoded_bytes: int
 
 
-def _candidates(model, plugin, method):
-    """Every constant tensor that PRUNE can encode, with its estimated saving."""
+def _lut_encode(tensor):
+    """TFLM DECODE LUT encoding with the fewest index bits that hold every
+    distinct value (per channel when the tensor is quantized per channel),
+    through tflite_micro's own LUT plugin."""
+    from tflite_micro.tensorflow.lite.micro.compression import compressor, lut, spec
+
+    scales = (
+        getattr(tensor.quantization, "scales", None) if tensor.quantization else None
+    )
+    if scales is not None and len(scales) > 1:
+        mode = spec.PerChannel(axis=int(tensor.quantization.axis or 0))
+        channels = np.moveaxis(np.asarray(tensor.array), mode.axis, 0)
+        distinct = max(len(np.unique(c)) for c in channels)
+    else:
+        mode = spec.PerTensor()
+        distinct = len(np.unique(np.asarray(tensor.array)))
+    bits = max(1, int(np.ceil(np.log2(max(distinct, 2)))))
+    if bits > _MAX_LUT_BITS:
+        raise compressor.CompressionError(
+            f"{distinct} distinct values need {bits} index bits"
+        )
+    return lut.LutCompressor().compress(
+        tensor, spec.LookUpTableCompression(index_bitwidth=bits, mode=mode)
+    )
+
+
+def _sparsity(tensor):
+    """Fraction of entries equal to their zero point (what PRUNE drops)."""
+    from tflite_micro.tensorflow.lite.micro.compression import compressor
+
+    try:
+        elements, zero_points = _elements_and_zero_points(tensor)
+    except compressor.CompressionError:  # a layout PRUNE refuses; LUT took it
+        return float(np.mean(np.asarray(tensor.array) == 0))
+    return float(np.mean(elements == zero_points))
+
+
+def _encoders(method):
+    """The encoders `method` tries on each tensor: functions tensor -> result."""
+    from tflite_micro.tensorflow.lite.micro.compression import spec
+
+    def prune(tensor):
+        return PruneCompressor().compress(tensor, spec.PruningCompression())
+
+    return {"prune": [prune], "lut": [_lut_encode], "auto": [prune, _lut_encode]}[
+        method
+    ]
+
+
+def _candidates(model, encoders):
+    """Every constant tensor that an encoder can encode, with the estimated
+    saving of its best encoding."""
     from tflite_micro.tensorflow.lite.micro.compression import (
         compressor,
         constant_inputs,
@@ -301,24 +352,27 @@ def _candidates(model, plugin, method):
             consumers = len(subgraph.consumers_of(tensor))
             if not consumers:
                 continue
-            try:
-                result = plugin.compress(tensor, method)
-            except compressor.CompressionError:
+            results = []
+            for encode in encoders:
+                try:
+                    results.append(encode(tensor))
+                except compressor.CompressionError:
+                    continue
+            if not results:
                 continue
             before = len(tensor.buffer.data)
+            result = min(
+                results, key=lambda r: len(r.encoded_data) + len(r.ancillary_data)
+            )
             after = len(result.encoded_data) + len(result.ancillary_data)
             bookkeeping = _bookkeeping_bytes(
                 tensor, consumers, len(result.ancillary_data)
-            )
-            mask = np.unpackbits(
-                np.frombuffer(result.encoded_data, np.uint8),
-                count=int(np.prod(tensor.shape, dtype=np.int64)),
             )
             row = CompressedTensor(
                 name=tensor.name or f"tensor {tensor_index}",
                 shape=tuple(int(d) for d in tensor.shape),
                 dtype=tensor_type.name(tensor.dtype),
-                sparsity=float(1.0 - mask.mean()),
+                sparsity=_sparsity(tensor),
                 bytes_before=before,
                 bytes_after=after,
             )
@@ -418,8 +472,10 @@ def compress_for_micro(
     Args:
         tflite_bytes: a `.tflite` file, as bytes, for TensorFlow Lite Micro
             (no sparse tensors).
-        method: `"prune"` (1-bit mask plus kept values). `"lut"` is reserved
-            for look-up-table encoding and not implemented yet. Defaults to
+        method: `"prune"` (1-bit mask plus kept values), `"lut"` (a table of
+            distinct values plus 1- to 7-bit indices, per channel for
+            per-channel quantized tensors: pays off on clustered weights), or
+            `"auto"` (the smaller of the two, per tensor). Defaults to
             `"prune"`.
         min_saving_bytes: smallest saving, in bytes, for which a tensor is
             re-encoded. Defaults to `64`.
@@ -436,7 +492,6 @@ def compress_for_micro(
         ValueError: if `tflite_bytes` is not a TFLite flatbuffer or holds
             sparse tensors, `method` is unknown, or an integer argument is
             negative.
-        NotImplementedError: for `method="lut"`.
         ImportError: if `tflite-micro` is not installed.
 
     Example:
@@ -454,11 +509,6 @@ def compress_for_micro(
         )
     _check_int(min_saving_bytes, "min_saving_bytes")
     _check_int(ram_budget_bytes, "ram_budget_bytes", allow_none=True)
-    if method == "lut":
-        raise NotImplementedError(
-            "Look-up-table compression for TFLite Micro is not implemented yet; "
-            "use method='prune'. Received: method='lut'"
-        )
     data = bytes(tflite_bytes)
     require("tflite_micro")
     info = model_info(data, "tflite_bytes")
@@ -472,15 +522,12 @@ def compress_for_micro(
     from tflite_micro.tensorflow.lite.micro.compression import (
         decode_insert,
         model_editor,
-        spec,
     )
 
     unchanged = (data, MicroCompression((), len(data), len(data), 0))
     model = model_editor.read(data)
     candidates = [
-        c
-        for c in _candidates(model, PruneCompressor(), spec.PruningCompression())
-        if c.saving >= min_saving_bytes
+        c for c in _candidates(model, _encoders(method)) if c.saving >= min_saving_bytes
     ]
     if ram_budget_bytes is not None:
         candidates = _within_budget(candidates, ram_budget_bytes)
