@@ -14,6 +14,8 @@ class ModelInfo:
     operators: tuple  # builtin operator names, or custom codes, in first-use order
     sparse_tensors: tuple  # names of tensors stored with a sparsity encoding
     num_subgraphs: int
+    num_inputs: int  # of the main subgraph
+    num_outputs: int
 
 
 def _schema():
@@ -72,4 +74,11 @@ def model_info(data, name="tflite_bytes"):
             if tensor.sparsity is not None:
                 raw = tensor.name
                 sparse.append(raw.decode() if isinstance(raw, bytes) else str(raw))
-    return ModelInfo(tuple(operators), tuple(sparse), len(model.subgraphs))
+    main = model.subgraphs[0]
+    return ModelInfo(
+        operators=tuple(operators),
+        sparse_tensors=tuple(sparse),
+        num_subgraphs=len(model.subgraphs),
+        num_inputs=len(main.inputs if main.inputs is not None else ()),
+        num_outputs=len(main.outputs if main.outputs is not None else ()),
+    )

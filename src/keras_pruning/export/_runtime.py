@@ -88,19 +88,18 @@ class _LiteRT:
 
 
 class _Micro:
-    def __init__(self, data, arena_size=None):
+    def __init__(self, data, info, arena_size=None):
         require("tflite_micro")
         from tflite_micro.python.tflite_micro import runtime
 
         self.interpreter = runtime.Interpreter.from_bytes(
             data, arena_size=arena_size or max(len(data) * 10, 1 << 20)
         )
-        subgraph = _subgraph(data)
         self.inputs = [
-            self.interpreter.get_input_details(i) for i in range(len(subgraph.inputs))
+            self.interpreter.get_input_details(i) for i in range(info.num_inputs)
         ]
         self.outputs = [
-            self.interpreter.get_output_details(i) for i in range(len(subgraph.outputs))
+            self.interpreter.get_output_details(i) for i in range(info.num_outputs)
         ]
 
     def run(self, sample):
@@ -116,12 +115,6 @@ class _Micro:
         return outputs, elapsed
 
 
-def _subgraph(data):
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    return schema.ModelT.InitFromPackedBuf(data, 0).subgraphs[0]
-
-
 def _interpreter(data, runtime):
     if runtime not in RUNTIMES:
         raise ValueError(
@@ -135,7 +128,7 @@ def _interpreter(data, runtime):
             f"{len(info.sparse_tensors)} sparse tensors. Export with "
             "to_tflite(..., target='micro'). Received: a sparse-encoded file"
         )
-    return _LiteRT(data) if runtime == "litert" else _Micro(data)
+    return _LiteRT(data) if runtime == "litert" else _Micro(data, info)
 
 
 def _as_inputs(x, name="x"):
@@ -299,7 +292,7 @@ def min_arena_bytes(tflite_bytes, *, alt_decompression_memory_size=0):
     is too small. The probes run in a child process, because some too-small
     arenas crash the runtime instead. The result is checked with one invoke.
     """
-    model_info(tflite_bytes)
+    info = model_info(tflite_bytes)
     require("tflite_micro")
     with tempfile.TemporaryDirectory(prefix="keras-pruning-") as tmp:
         path = os.path.join(tmp, "model.tflite")
@@ -325,6 +318,6 @@ def min_arena_bytes(tflite_bytes, *, alt_decompression_memory_size=0):
                     low = middle
         finally:
             probe.close()
-    micro = _Micro(bytes(tflite_bytes), arena_size=high)
+    micro = _Micro(bytes(tflite_bytes), info, arena_size=high)
     micro.run([np.zeros(d["shape"][1:], "float32") for d in micro.inputs])
     return high
