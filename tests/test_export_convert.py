@@ -190,3 +190,26 @@ def test_export_does_not_import_tflite_micro_at_package_import():
         timeout=300,
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("target", ["litert", "micro"])
+def test_exports_inference_mode_after_a_layer_that_defaults_to_training(target):
+    # Keras's image preprocessing layers default to `training=True`, which a
+    # call without `training` spreads to later layers: BatchNormalization
+    # would be exported with batch statistics and moving-average updates.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Resizing(8, 8)(inputs)
+    x = keras.layers.Conv2D(4, 3)(x)
+    norm = keras.layers.BatchNormalization()
+    x = norm(x)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    norm.moving_mean.assign(np.full(4, 0.5, "float32"))
+    norm.moving_variance.assign(np.full(4, 4.0, "float32"))
+    data = to_tflite(model, target=target)
+    assert not {"VAR_HANDLE", "ASSIGN_VARIABLE", "SQUARED_DIFFERENCE"} & set(
+        model_info(data).operators
+    )
+    x = np.random.default_rng(0).random((4, 6, 6, 1), dtype="float32")
+    assert verify(data, model, x, runtime=target).max_abs_error < 1e-4

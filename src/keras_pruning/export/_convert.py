@@ -183,7 +183,7 @@ def to_tflite(
         RuntimeError: if the converter fails, or TFLite Micro cannot load a
             `target="micro"` file.
 
-    Example:
+    Examples:
         >>> data = to_tflite(pruned, quantize="int8", representative_data=x[:200],
         ...                  target="micro", path="model.tflite")
     """
@@ -204,14 +204,7 @@ def to_tflite(
     )
 
     with tempfile.TemporaryDirectory(prefix="keras-pruning-") as saved_model:
-        # Keras's own SavedModel export freezes the variables into constants.
-        signature = specs[0] if len(specs) == 1 else specs
-        plain.export(
-            saved_model,
-            format="tf_saved_model",
-            input_signature=[signature],
-            verbose=False,
-        )
+        _export_inference_saved_model(plain, specs, saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         data = _convert(converter, quantize, sparse, calibration, model.name)
     if target == "micro":
@@ -219,6 +212,24 @@ def to_tflite(
     if path is not None:
         write_atomic(path, data)
     return data
+
+
+def _export_inference_saved_model(model, specs, path):
+    """Writes a SavedModel whose `serve` calls `model(inputs, training=False)`.
+
+    `model.export()` calls the model without `training`; then a layer whose
+    `call` defaults to `training=True` (Keras's image preprocessing layers,
+    such as `Resizing`) sets it for every later layer, and BatchNormalization
+    would be exported in training mode.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda inputs: model(inputs, training=False),
+        input_signature=[specs[0] if len(specs) == 1 else specs],
+    )
+    archive.write_out(path, verbose=False)
 
 
 def _convert(converter, quantize, sparse, calibration, name):
