@@ -1,5 +1,9 @@
 """prune_low_magnitude, strip_pruning and pruning_wrappers on layers and models."""
 
+import io
+import zipfile
+
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -188,6 +192,20 @@ def test_strip_pruning_applies_masks_and_removes_wrappers(rng):
     np.testing.assert_allclose(
         stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
     )
+
+
+def test_stripped_model_is_uncompiled_and_saves_no_optimizer(rng, tmp_path):
+    pruned = kp.prune_low_magnitude(dense_model(), EVERY_STEP)
+    _fit(pruned, rng.random((8, 8)).astype("float32"), np.zeros((8, 3), "float32"))
+    stripped = kp.strip_pruning(pruned)
+    assert pruned.compiled and not stripped.compiled
+    path = tmp_path / "stripped.keras"
+    stripped.save(path)
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("model.weights.h5")
+    with h5py.File(io.BytesIO(data)) as weights:
+        assert "optimizer" not in weights
+        assert "layers" in weights
 
 
 def test_strip_pruning_of_single_wrapper_and_plain_model():

@@ -88,7 +88,7 @@ def prune_low_magnitude(
         ValueError: for a subclassed model, an unsupported layer, a layer or
             model that is already pruned, or invalid arguments.
 
-    Example:
+    Examples:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         >>> pruned = prune_low_magnitude(model, ConstantSparsity(0.5, 0, frequency=1))
         >>> type(pruned.layers[0]).__name__
@@ -170,12 +170,14 @@ def strip_pruning(model):
     Returns:
         A model (or layer) of plain Keras layers with sparse weights, sharing
         its layers with `model`. It saves, loads and converts like any model.
+        It is not compiled (compile it to `evaluate`), so its `.keras` file
+        holds no optimizer state.
 
     Raises:
         TypeError: if `model` is not a Keras model or layer.
         ValueError: for a subclassed model holding wrappers.
 
-    Example:
+    Examples:
         >>> stripped = strip_pruning(pruned)
         >>> any(isinstance(l, PruneLowMagnitude) for l in stripped.layers)
         False
@@ -211,4 +213,12 @@ def strip_pruning(model):
                 stripped[id(layer)] = layer
         return stripped[id(layer)]
 
-    return keras.models.clone_model(model, clone_function=unwrap)
+    # Keras compiles a clone of a compiled model, building a fresh optimizer
+    # that `save()` would store: twice the weights' bytes, for Adam, in a file
+    # meant for deployment. The stripped model is left uncompiled, as TFMOT's.
+    compiled = model.compiled
+    model.compiled = False
+    try:
+        return keras.models.clone_model(model, clone_function=unwrap)
+    finally:
+        model.compiled = compiled
