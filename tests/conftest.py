@@ -41,3 +41,45 @@ def dense_model(input_dim=8, hidden=16, classes=3):
             keras.layers.Dense(classes),
         ]
     )
+
+
+def write_idx(path, array):
+    """Writes `array` (uint8, 1-D labels or 3-D images) as an IDX file,
+    gzipped when `path` ends in `.gz`."""
+    import gzip
+
+    magic = 2051 if array.ndim == 3 else 2049
+    header = magic.to_bytes(4, "big") + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as file:
+        file.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def write_fashion_mnist(folder, n_train=64, n_test=32, suffix=".gz", seed=0):
+    """A Fashion-MNIST-shaped dataset of random images; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, np.uint8),
+    }
+    for stem, array in arrays.items():
+        write_idx(os.path.join(folder, stem + suffix), array)
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir(tmp_path_factory):
+    """The real Fashion-MNIST (Debian's package, which `make test` installs
+    when run as root), or else a small random stand-in in the same format."""
+    from keras_pruning.datasets import DEBIAN_FASHION_MNIST
+
+    if os.path.isfile(os.path.join(DEBIAN_FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")):
+        return DEBIAN_FASHION_MNIST
+    folder = tmp_path_factory.mktemp("fashion-mnist")
+    write_fashion_mnist(folder, n_train=600, n_test=300)
+    return str(folder)

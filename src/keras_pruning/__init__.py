@@ -13,7 +13,7 @@ from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
 # TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
-from keras_pruning import sparsity  # isort: skip
+from keras_pruning import datasets, sparsity  # isort: skip
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = (
     "PruningSummaries",
     "UpdatePruningStep",
     "WeightSparsity",
+    "datasets",
     "get_prunable_weights",
     "magnitude_mask",
     "prune_low_magnitude",
