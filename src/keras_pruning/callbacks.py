@@ -46,7 +46,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     In a custom training loop, call `set_model(model)` and `on_train_begin()`
     once, then `on_train_batch_begin(batch)` before every step.
 
-    Example:
+    Examples:
         >>> model.fit(x, y, callbacks=[keras_pruning.UpdatePruningStep()])
     """
 
@@ -140,7 +140,7 @@ class PruningSummaries(keras.callbacks.Callback):
         update_freq: `"epoch"`, or a positive number of batches. Defaults to
             `"epoch"`.
 
-    Example:
+    Examples:
         >>> callbacks = [UpdatePruningStep(), PruningSummaries("logs/")]
     """
 

@@ -19,7 +19,7 @@ class PrunableLayer(abc.ABC):
     Any layer with a `get_prunable_weights()` method is treated as prunable;
     subclassing this class only documents the intent.
 
-    Example:
+    Examples:
         >>> class MyDense(keras.layers.Dense, PrunableLayer):
         ...     def get_prunable_weights(self):
         ...         return [self.kernel]

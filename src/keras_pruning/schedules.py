@@ -117,7 +117,7 @@ class ConstantSparsity(PruningSchedule):
             Defaults to `-1`.
         frequency: steps between mask updates. Defaults to `100`.
 
-    Example:
+    Examples:
         >>> schedule = ConstantSparsity(0.5, begin_step=0, frequency=10)
         >>> schedule(10)
         (True, 0.5)
@@ -175,7 +175,7 @@ class PolynomialDecay(PruningSchedule):
         power: exponent of the decay. Defaults to `3`.
         frequency: steps between mask updates. Defaults to `100`.
 
-    Example:
+    Examples:
         >>> schedule = PolynomialDecay(0.2, 0.8, begin_step=100, end_step=110,
         ...                            power=3, frequency=2)
         >>> [round(schedule(s)[1], 4) for s in (100, 102, 105, 110)]

@@ -49,7 +49,7 @@ def sparsity_report(model):
     Returns:
         A list of `WeightSparsity`, one per prunable weight, in layer order.
 
-    Example:
+    Examples:
         >>> for row in sparsity_report(stripped_model):
         ...     print(row.layer, row.weight, f"{row.sparsity:.0%}")
     """

@@ -112,7 +112,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n: `None`, or `(m, n)` (not implemented yet).
         **kwargs: `keras.layers.Layer` arguments, such as `name`.
 
-    Example:
+    Examples:
         >>> layer = PruneLowMagnitude(keras.layers.Dense(4))
         >>> layer.build((None, 3))
         >>> [tuple(m.shape) for m in layer.masks]

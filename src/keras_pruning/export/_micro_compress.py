@@ -494,7 +494,7 @@ def compress_for_micro(
             negative.
         ImportError: if `tflite-micro` is not installed.
 
-    Example:
+    Examples:
         >>> small, report = compress_for_micro(data)
         >>> [(t.name, t.bytes_before, t.bytes_after) for t in report.tensors]
     """
