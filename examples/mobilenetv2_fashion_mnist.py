@@ -68,6 +68,7 @@ class Config:
     final_sparsity: float = 0.5
     prune_layers: str = "head"
     micro_samples: int = 500
+    dense_control: bool = True
     seed: int = 0
     data: str | None = None
     out: str = os.path.join("artifacts", "case_study")
@@ -77,7 +78,12 @@ class Config:
 PRESETS = {
     # For tests and the notebook's smoke run: seconds, not accuracy.
     "tiny": dict(
-        train_samples=512, test_samples=256, epochs=1, prune_epochs=1, micro_samples=32
+        train_samples=512,
+        test_samples=256,
+        epochs=1,
+        prune_epochs=1,
+        micro_samples=32,
+        dense_control=False,
     ),
     # `make demo`: a few minutes on 2 CPU cores.
     "quick": dict(train_samples=12_000, test_samples=2_000, epochs=3, prune_epochs=2),
@@ -226,15 +232,19 @@ def accuracy(model, x, y, batch_size=256):
     return float(np.mean(predictions.argmax(-1) == y))
 
 
-def ms_per_sample(model, x, batch_size=256, repeats=3):
-    """Median Keras inference time per sample over `repeats` passes."""
-    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm up
-    times = []
+def ms_per_sample(models, x, batch_size=256, repeats=5):
+    """Keras inference time per sample of each model in `models` (a dict), as
+    the median of `repeats` passes over `x`, interleaved so that the machine's
+    noise hits every model alike."""
+    for model in models.values():
+        model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm up
+    times = {name: [] for name in models}
     for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(x, batch_size=batch_size, verbose=0)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times)) / len(x)
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.predict(x, batch_size=batch_size, verbose=0)
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * float(np.median(t)) / len(x) for name, t in times.items()}
 
 
 def nonzero_parameters(model):
@@ -332,12 +342,28 @@ def train_dense(config, train, test):
     stats = {
         "train_s": time.perf_counter() - start,
         "accuracy": accuracy(model, x_test, y_test),
-        "ms_per_sample": ms_per_sample(model, x_test),
         "nonzero": nonzero_parameters(model),
     }
     # Saved before pruning, which zeroes weights of the layers it shares.
     save_for_inference(model, os.path.join(config.out, "dense.keras"))
     return model, stats
+
+
+def finetune_dense_control(config, train, test):
+    """The like-for-like control: the saved dense model fine-tuned for the same
+    epochs and learning rate as the pruned one, without pruning. Returns its
+    test accuracy."""
+    (x_train, y_train), (x_test, y_test) = train, test
+    control = keras.models.load_model(os.path.join(config.out, "dense.keras"))
+    compile_model(control, config.learning_rate / 3)
+    control.fit(
+        x_train,
+        y_train,
+        batch_size=config.batch_size,
+        epochs=config.prune_epochs,
+        verbose=config.verbose,
+    )
+    return accuracy(control, x_test, y_test)
 
 
 def prune_and_finetune(config, model, train, test):
@@ -363,7 +389,6 @@ def prune_and_finetune(config, model, train, test):
     stats = {
         "train_s": train_s,
         "accuracy": accuracy(final, x_test, y_test),
-        "ms_per_sample": ms_per_sample(final, x_test),
         "nonzero": nonzero_parameters(final),
         "sparsity": {
             row.weight: row.sparsity
@@ -374,15 +399,22 @@ def prune_and_finetune(config, model, train, test):
     return pruned, final, stats
 
 
-def make_report(config, final, dense, pruned, deployment, test_samples):
-    """Assembles `report.json`'s content from the stages' results."""
+def make_report(config, final, dense, pruned, deployment, test, control_accuracy=None):
+    """Assembles `report.json`'s content from the stages' results, and times
+    Keras inference of the saved dense and pruned models side by side."""
     files, micro, litert, export_s = deployment
+    saved = {
+        name: keras.models.load_model(os.path.join(config.out, f"{name}.keras"))
+        for name in ("dense", "pruned")
+    }
     return {
         "config": dataclasses.asdict(config),
         "dense_accuracy": dense["accuracy"],
         "pruned_accuracy": pruned["accuracy"],
         "accuracy_delta": pruned["accuracy"] - dense["accuracy"],
-        "test_samples": test_samples,
+        # The dense model fine-tuned as long as the pruned one (None if skipped).
+        "dense_finetuned_accuracy": control_accuracy,
+        "test_samples": len(test[0]),
         "sparsity": pruned["sparsity"],
         "parameters": {
             "total": int(final.count_params()),
@@ -400,10 +432,7 @@ def make_report(config, final, dense, pruned, deployment, test_samples):
             "train_dense_s": dense["train_s"],
             "train_pruned_s": pruned["train_s"],
             "export_s": export_s,
-            "keras_ms_per_sample": {
-                "dense": dense["ms_per_sample"],
-                "pruned": pruned["ms_per_sample"],
-            },
+            "keras_ms_per_sample": ms_per_sample(saved, test[0]),
         },
     }
 
@@ -424,8 +453,11 @@ def run(config):
     train, test = load_data(config)
     model, dense = train_dense(config, train, test)
     _, final, pruned = prune_and_finetune(config, model, train, test)
+    control = (
+        finetune_dense_control(config, train, test) if config.dense_control else None
+    )
     deployment = export_all(final, train, test, config)
-    report = make_report(config, final, dense, pruned, deployment, len(test[0]))
+    report = make_report(config, final, dense, pruned, deployment, test, control)
     write_report(report, config.out)
     return report
 
@@ -441,6 +473,17 @@ def summary_rows(report):
             "test accuracy (Keras)",
             f"{report['dense_accuracy']:.2%}",
             f"{report['pruned_accuracy']:.2%}",
+        ),
+        *(
+            [
+                (
+                    "  dense, same extra epochs",
+                    f"{report['dense_finetuned_accuracy']:.2%}",
+                    "",
+                )
+            ]
+            if report["dense_finetuned_accuracy"] is not None
+            else []
         ),
         ("pruned-layer sparsity", "0%", f"{mean_sparsity:.1%}"),
         (
@@ -617,6 +660,12 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--out", default=None, help="artifacts folder (default artifacts/case_study)"
+    )
+    parser.add_argument(
+        "--dense-control",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also fine-tune the dense model as long as the pruned one (off on tiny)",
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(

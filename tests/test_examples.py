@@ -43,8 +43,13 @@ def test_case_study_tiny_preset_writes_every_artifact(
             str(out),
             "--verbose",
             "0",
+            "--dense-control",
         ]
     )
+    assert report["config"]["dense_control"] is True
+    assert 0.0 <= report["dense_finetuned_accuracy"] <= 1.0
+    assert all(t > 0 for t in report["timings"]["keras_ms_per_sample"].values())
+    assert set(report["timings"]["keras_ms_per_sample"]) == {"dense", "pruned"}
     assert json.loads((out / "report.json").read_text()) == json.loads(
         json.dumps(report)
     )
@@ -134,6 +139,7 @@ def test_case_study_notebook_runs_on_the_tiny_preset(fashion_mnist_dir, tmp_path
     client.execute()  # raises CellExecutionError on any failing cell
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["preset"] == "tiny"
+    assert report["dense_finetuned_accuracy"] is None  # off on the tiny preset
     assert set(report["sparsity"].values()) == {0.5}
     outputs = [
         o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
