@@ -240,3 +240,97 @@ def test_functional_model_with_embedding_mask_op_is_pruned():
     model = keras.Model(inputs, keras.layers.LSTM(3)(embedded))
     pruned = kp.prune_low_magnitude(model)
     assert len(kp.pruning_wrappers(pruned)) == 2
+
+
+def _head_model():
+    """A transfer-learning shape: a nested base model, then a Dense head."""
+    base = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, name="base_dense")], name="base"
+    )
+    inputs = keras.Input((6,))
+    x = base(inputs)
+    x = keras.layers.Dense(5, name="head")(x)
+    outputs = keras.layers.Dense(3, name="classifier")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _wrapped(model):
+    return {w.layer.name: w.pruning_schedule for w in kp.pruning_wrappers(model)}
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        ["head", "classifier"],
+        lambda layer: layer.name in ("head", "classifier"),
+    ],
+    ids=["names", "predicate"],
+)
+def test_layers_selects_which_layers_to_prune(layers):
+    schedule = kp.ConstantSparsity(0.7, 0, frequency=1)
+    pruned = kp.prune_low_magnitude(_head_model(), schedule, layers=layers)
+    assert _wrapped(pruned) == {"head": schedule, "classifier": schedule}
+
+
+def test_layers_by_class_reaches_into_nested_models():
+    pruned = kp.prune_low_magnitude(_head_model(), layers=keras.layers.Dense)
+    assert set(_wrapped(pruned)) == {"base_dense", "head", "classifier"}
+
+
+def test_naming_a_nested_model_selects_all_of_it():
+    pruned = kp.prune_low_magnitude(_head_model(), layers="base")
+    assert set(_wrapped(pruned)) == {"base_dense"}
+
+
+def test_dict_schedule_gives_layers_their_own_sparsity(rng):
+    model = _head_model()
+    head = kp.ConstantSparsity(0.5, 0, frequency=1)
+    rest = kp.ConstantSparsity(0.75, 0, frequency=1)
+    pruned = kp.prune_low_magnitude(
+        model, {"head": head, keras.layers.Dense: rest, "classifier": head}
+    )
+    # First matching key wins: "classifier" is a Dense, so it gets `rest`.
+    assert _wrapped(pruned) == {"base_dense": rest, "head": head, "classifier": rest}
+    _fit(pruned, rng.random((8, 6)).astype("float32"), np.zeros((8, 3), "float32"))
+    sparsity = {
+        r.weight: r.sparsity for r in kp.sparsity_report(kp.strip_pruning(pruned))
+    }
+    assert sparsity == {
+        "base/base_dense/kernel": 0.75,
+        "head/kernel": 0.5,
+        "classifier/kernel": pytest.approx(0.75, abs=0.05),
+    }
+
+
+def test_unselected_unsupported_layers_are_left_alone():
+    inputs = keras.Input((4,))
+    x = keras.layers.PReLU(name="prelu")(inputs)  # trainable, not prunable
+    outputs = keras.layers.Dense(2, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="PReLU"):
+        kp.prune_low_magnitude(model)
+    assert set(_wrapped(kp.prune_low_magnitude(model, layers="out"))) == {"out"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"layers": 3}, TypeError, "`layers` must hold layer names.*Received: 3"),
+        ({"layers": []}, ValueError, "`layers` is empty"),
+        ({"pruning_schedule": {}}, ValueError, "must map at least one layer"),
+        ({"pruning_schedule": {"head": 0.5}}, TypeError, "must be PruningSchedule"),
+        (
+            {"pruning_schedule": {"head": EVERY_STEP}, "layers": "head"},
+            ValueError,
+            "either `layers` or a dict",
+        ),
+    ],
+)
+def test_bad_layer_selection_names_the_argument(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        kp.prune_low_magnitude(_head_model(), **kwargs)
+
+
+def test_layer_selection_needs_a_model():
+    with pytest.raises(TypeError, match="select layers of a model"):
+        kp.prune_low_magnitude(keras.layers.Dense(2), layers="dense")

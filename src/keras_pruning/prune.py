@@ -3,7 +3,7 @@
 import keras
 
 from keras_pruning import registry
-from keras_pruning.schedules import ConstantSparsity
+from keras_pruning.schedules import ConstantSparsity, PruningSchedule
 from keras_pruning.wrapper import PruneLowMagnitude
 
 __all__ = ("prune_low_magnitude", "strip_pruning", "pruning_wrappers")
@@ -56,6 +56,8 @@ def prune_low_magnitude(
     block_pooling_type="avg",
     pruning_policy=None,
     sparsity_m_by_n=None,
+    *,
+    layers=None,
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model for magnitude pruning.
@@ -68,15 +70,26 @@ def prune_low_magnitude(
     zeroes weights of the original model too. Compile it again before `fit`,
     and train with `UpdatePruningStep`.
 
+    For a model, `layers` or a dict `pruning_schedule` choose which layers to
+    prune (without a `clone_function`); the others stay as they are, dense.
+    Naming a nested model selects every layer inside it.
+
     Args:
         to_prune: a `keras.layers.Layer`, a list of layers, or a Sequential or
             functional `keras.Model`.
-        pruning_schedule: a `PruningSchedule`. Defaults to a new
-            `ConstantSparsity(0.5, 0)` for each call.
+        pruning_schedule: a `PruningSchedule`; or, for a model, a dict from
+            layer names or layer classes to schedules: each layer gets the
+            schedule of the first key that matches it (a name equal to its
+            own, or a class it is an instance of), and layers matching no key
+            are not pruned. Defaults to a new `ConstantSparsity(0.5, 0)` for
+            each call.
         block_size: `(1, 1)` (block sparsity is not implemented yet).
         block_pooling_type: `"avg"` or `"max"`. Defaults to `"avg"`.
         pruning_policy: `None` (policies are not implemented yet).
         sparsity_m_by_n: `None` (m-by-n sparsity is not implemented yet).
+        layers: for a model, which layers to prune: a layer name, a layer
+            class, a list of names and classes, or a predicate
+            `layer -> bool`. Defaults to `None`: every supported layer.
         **kwargs: layer arguments (such as `name`) for the wrapper, when
             `to_prune` is a single layer.
 
@@ -99,7 +112,16 @@ def prune_low_magnitude(
             "Pruning policies are not implemented yet. "
             f"Received: pruning_policy={pruning_policy!r}"
         )
-    if pruning_schedule is None:
+    select = None
+    if layers is not None or isinstance(pruning_schedule, dict):
+        if not isinstance(to_prune, keras.Model):
+            raise TypeError(
+                "`layers` and a dict `pruning_schedule` select layers of a model; "
+                f"`to_prune` is a {type(to_prune).__name__}. Received: "
+                f"layers={layers!r}, pruning_schedule={pruning_schedule!r}"
+            )
+        select = _selection(layers, pruning_schedule)
+    if pruning_schedule is None or isinstance(pruning_schedule, dict):
         pruning_schedule = ConstantSparsity(0.5, 0)
     wrapper_args = dict(
         pruning_schedule=pruning_schedule,
@@ -119,7 +141,7 @@ def prune_low_magnitude(
                 "Extra keyword arguments apply to a single wrapped layer, not to "
                 f"a model. Received: {sorted(kwargs)}"
             )
-        return _prune_model(to_prune, wrapper_args)
+        return _prune_model(to_prune, wrapper_args, select)
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(to_prune, **wrapper_args, **kwargs)
     raise TypeError(
@@ -129,7 +151,56 @@ def prune_low_magnitude(
     )
 
 
-def _prune_model(model, wrapper_args):
+def _layer_matcher(key, argument):
+    """A predicate for one name or layer class; TypeError for anything else."""
+    if isinstance(key, str):
+        return lambda layer: layer.name == key
+    if isinstance(key, type) and issubclass(key, keras.layers.Layer):
+        return lambda layer: isinstance(layer, key)
+    raise TypeError(
+        f"`{argument}` must hold layer names (str) or keras.layers.Layer "
+        f"subclasses. Received: {key!r} (of type {type(key).__name__})"
+    )
+
+
+def _selection(layers, pruning_schedule):
+    """`layer -> schedule or None` (None: leave the layer dense), or None when
+    every supported layer gets the one schedule."""
+    if isinstance(pruning_schedule, dict):
+        if layers is not None:
+            raise ValueError(
+                "Pass either `layers` or a dict `pruning_schedule`, not both: the "
+                f"dict's keys already select the layers. Received: layers={layers!r}"
+            )
+        if not pruning_schedule:
+            raise ValueError(
+                "A dict `pruning_schedule` must map at least one layer name or "
+                "class to a schedule. Received: pruning_schedule={}"
+            )
+        rules = []
+        for key, schedule in pruning_schedule.items():
+            if not isinstance(schedule, PruningSchedule):
+                raise TypeError(
+                    "The values of a dict `pruning_schedule` must be PruningSchedule "
+                    f"instances. Received: {key!r}: {schedule!r}"
+                )
+            rules.append((_layer_matcher(key, "pruning_schedule"), schedule))
+        return lambda layer: next((s for match, s in rules if match(layer)), None)
+    schedule = (
+        ConstantSparsity(0.5, 0) if pruning_schedule is None else pruning_schedule
+    )
+    if callable(layers) and not isinstance(layers, type):
+        return lambda layer: schedule if layers(layer) else None
+    keys = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
+    if not keys:
+        raise ValueError(
+            "`layers` is empty: no layer would be pruned. Received: layers=[]"
+        )
+    matchers = [_layer_matcher(key, "layers") for key in keys]
+    return lambda layer: schedule if any(m(layer) for m in matchers) else None
+
+
+def _prune_model(model, wrapper_args, select=None):
     if not _is_graph_model(model):
         raise _subclassed_model_error(model)
     already = pruning_wrappers(model)
@@ -146,10 +217,21 @@ def _prune_model(model, wrapper_args):
             return clones[id(layer)]
         if not isinstance(layer, keras.layers.Layer):
             return layer  # a graph operation, such as an Embedding's mask op
+        schedule = wrapper_args["pruning_schedule"] if select is None else select(layer)
         if isinstance(layer, keras.Model):
-            new = _prune_model(layer, wrapper_args)
+            if select is not None and schedule is not None:
+                # Naming a nested model selects every layer inside it.
+                new = _prune_model(
+                    layer, {**wrapper_args, "pruning_schedule": schedule}
+                )
+            else:
+                new = _prune_model(layer, wrapper_args, select)
+        elif schedule is None:
+            new = layer  # not selected: stays dense
         elif registry.is_prunable(layer):
-            new = PruneLowMagnitude(layer, **wrapper_args)
+            new = PruneLowMagnitude(
+                layer, **{**wrapper_args, "pruning_schedule": schedule}
+            )
         elif registry.is_passthrough(layer):
             new = layer
         else:
