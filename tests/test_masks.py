@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from keras import ops
 
-from keras_pruning.masks import apply_mask, magnitude_mask, num_kept
+from keras_pruning.masks import (
+    apply_mask,
+    global_magnitude_masks,
+    magnitude_mask,
+    num_kept,
+)
 
 PROPERTY_SETTINGS = settings(
     max_examples=50, deadline=None, derandomize=True, database=None
@@ -304,3 +309,46 @@ def test_large_weights_get_exact_masks(case, sparsity):
     tied = np.flatnonzero(np.abs(weights) == expected_threshold)
     kept_tied = np.flatnonzero(mask & (np.abs(weights) == expected_threshold))
     np.testing.assert_array_equal(kept_tied, tied[: kept_tied.size])
+
+
+def test_global_masks_share_one_threshold():
+    small = np.array([[0.1, 0.9], [0.2, 0.8]], "float32")  # 4 weights
+    large = np.array([0.3, -0.7, 0.05, 0.6, -0.4, 0.5], "float32")  # 6 weights
+    masks, threshold = global_magnitude_masks([small, large], 0.5)
+    # The 5 largest of all 10 magnitudes: 0.9, 0.8, 0.7, 0.6, 0.5.
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(masks[0]), [[False, True], [False, True]]
+    )
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(masks[1]), [False, True, False, True, False, True]
+    )
+    assert float(threshold) == pytest.approx(0.5)
+
+
+def test_global_masks_break_ties_by_position_across_tensors():
+    masks, _ = global_magnitude_masks(
+        [np.ones(3, "float32"), np.ones(3, "float32")], 0.5
+    )
+    assert [ops.convert_to_numpy(m).tolist() for m in masks] == [
+        [True, True, True],
+        [False, False, False],
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    sparsity=st.floats(0.0, 0.99),
+    seed=st.integers(0, 2**16),
+)
+def test_global_masks_keep_exactly_num_kept_of_the_total(sizes, sparsity, seed):
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(size=n).astype("float32") for n in sizes]
+    masks, threshold = global_magnitude_masks(weights, sparsity)
+    kept = sum(int(ops.convert_to_numpy(m).sum()) for m in masks)
+    assert kept == num_kept(sum(sizes), sparsity)
+    for w, m in zip(weights, masks, strict=True):
+        m = ops.convert_to_numpy(m)
+        assert m.shape == w.shape
+        assert np.all(np.abs(w[m]) >= float(threshold))
+        assert np.all(np.abs(w[~m]) <= float(threshold))

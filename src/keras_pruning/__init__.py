@@ -5,7 +5,8 @@ files load with `keras.models.load_model` and no custom objects.
 """
 
 from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
-from keras_pruning.masks import magnitude_mask
+from keras_pruning.masks import global_magnitude_masks, magnitude_mask
+from keras_pruning.oneshot import prune_to_sparsity
 from keras_pruning.prune import prune_low_magnitude, pruning_wrappers, strip_pruning
 from keras_pruning.registry import PrunableLayer, get_prunable_weights
 from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -28,8 +29,10 @@ __all__ = (
     "WeightSparsity",
     "datasets",
     "get_prunable_weights",
+    "global_magnitude_masks",
     "magnitude_mask",
     "prune_low_magnitude",
+    "prune_to_sparsity",
     "pruning_wrappers",
     "sparsity",
     "sparsity_report",

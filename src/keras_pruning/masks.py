@@ -8,7 +8,7 @@ import math
 
 from keras import ops
 
-__all__ = ("num_kept", "magnitude_mask", "apply_mask")
+__all__ = ("num_kept", "magnitude_mask", "global_magnitude_masks", "apply_mask")
 
 MASK_DTYPE = "bool"
 _SELECT_DIRECTLY = 1 << 16  # up to this size, one top_k is cheap enough
@@ -83,6 +83,31 @@ def magnitude_mask(weights, sparsity):
     kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
     flat_mask = ops.logical_or(greater, kept_ties)
     return ops.reshape(flat_mask, ops.shape(weights)), threshold
+
+
+def global_magnitude_masks(weights, sparsity):
+    """Ranks several tensors together: one threshold for all of them.
+
+    Keeps the `k = num_kept(N, sparsity)` largest magnitudes among all `N`
+    weights of `weights` (ties broken by position in the concatenation), so
+    the overall sparsity is exactly the target while each tensor's may differ.
+
+    Args:
+        weights: a list of tensors of any shapes.
+        sparsity: a Python float in [0, 1).
+
+    Returns:
+        `(masks, threshold)`: one boolean mask per tensor, and the smallest
+        kept magnitude.
+    """
+    flat = [ops.reshape(ops.cast(w, "float32"), (-1,)) for w in weights]
+    mask, threshold = magnitude_mask(ops.concatenate(flat, axis=0), sparsity)
+    masks, start = [], 0
+    for w, f in zip(weights, flat, strict=True):
+        size = int(f.shape[0])
+        masks.append(ops.reshape(mask[start : start + size], ops.shape(w)))
+        start += size
+    return masks, threshold
 
 
 def apply_mask(weights, mask):

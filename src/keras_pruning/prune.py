@@ -295,12 +295,20 @@ def strip_pruning(model):
                 stripped[id(layer)] = layer
         return stripped[id(layer)]
 
-    # Keras compiles a clone of a compiled model, building a fresh optimizer
-    # that `save()` would store: twice the weights' bytes, for Adam, in a file
-    # meant for deployment. The stripped model is left uncompiled, as TFMOT's.
+    return _clone_uncompiled(model, clone_function=unwrap)
+
+
+def _clone_uncompiled(model, clone_function=None):
+    """`keras.models.clone_model`, minus the compile state.
+
+    Keras compiles a clone of a compiled model, building a fresh optimizer that
+    `save()` would store: twice the weights' bytes, for Adam, in a file meant
+    for deployment. Stripped and one-shot models are left uncompiled, as
+    TFMOT's stripped models are.
+    """
     compiled = model.compiled
     model.compiled = False
     try:
-        return keras.models.clone_model(model, clone_function=unwrap)
+        return keras.models.clone_model(model, clone_function=clone_function)
     finally:
         model.compiled = compiled
