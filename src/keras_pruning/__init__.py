@@ -14,7 +14,7 @@ from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
 # TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
-from keras_pruning import datasets, sparsity  # isort: skip
+from keras_pruning import analysis, datasets, sparsity  # isort: skip
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = (
     "PruningSummaries",
     "UpdatePruningStep",
     "WeightSparsity",
+    "analysis",
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",

@@ -19,10 +19,11 @@ from keras_pruning.schedules import _check_sparsity
 __all__ = ("prune_to_sparsity",)
 
 
-def _selected_weights(model, copy, select):
-    """The prunable variables of `copy` in the layers that `select` picks among
-    `model`'s (all if None), walking nested models in step; naming a nested
-    model picks all of it."""
+def _selected_layers(model, copy, select):
+    """`(layer, weights)` pairs: each layer of `model` that `select` picks (all
+    if None) with the prunable variables of its twin in `copy`, walking nested
+    models in step; naming a nested model picks all of it. Pass `model` as
+    `copy` for its own variables."""
     found, seen = [], set()
 
     def walk(original, cloned, select):
@@ -30,13 +31,11 @@ def _selected_weights(model, copy, select):
             chosen = select is None or select(layer) is not None
             if isinstance(layer, keras.Model):
                 walk(layer, twin, None if chosen else select)
-            elif not chosen or registry.is_passthrough(layer):
+            elif not chosen or registry.is_passthrough(layer) or id(layer) in seen:
                 continue
             elif registry.is_prunable(layer):
-                for weight in registry.get_prunable_weights(twin):
-                    if id(weight) not in seen:
-                        seen.add(id(weight))
-                        found.append(weight)
+                seen.add(id(layer))
+                found.append((layer, registry.get_prunable_weights(twin)))
             else:
                 raise ValueError(registry._unsupported_message(layer))
 
@@ -116,7 +115,7 @@ def prune_to_sparsity(
     select = _selection(layers, None) if layers is not None else None
     copy = _clone_uncompiled(model)
     copy.set_weights(model.get_weights())
-    weights = _selected_weights(model, copy, select)
+    weights = [w for _, group in _selected_layers(model, copy, select) for w in group]
     if not weights:
         raise ValueError(
             f"No prunable weights in the selected layers of {model.name!r}. "
