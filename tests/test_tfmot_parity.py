@@ -37,6 +37,19 @@ except ImportError:  # not POSIX: each xdist worker computes its own results
 RUNNER = Path(__file__).with_name("tfmot_runner.py")
 SEED = 20240611
 
+# The PolynomialDecay of the training parity tests.
+POLYNOMIAL = (
+    "PolynomialDecay",
+    {
+        "initial_sparsity": 0.0,
+        "final_sparsity": 0.8,
+        "begin_step": 0,
+        "end_step": 20,
+        "power": 3,
+        "frequency": 5,
+    },
+)
+
 # ---------------------------------------------------------------------------
 # Schedules: id -> (class name, kwargs, steps, steps where only ours prunes).
 # The last entry is the documented difference: when end_step - begin_step is
@@ -85,19 +98,8 @@ SCHEDULE_CASES = {
         range(90, 131),
         [],
     ),
-    "polynomial_training_schedule": (
-        "PolynomialDecay",
-        {
-            "initial_sparsity": 0.0,
-            "final_sparsity": 0.8,
-            "begin_step": 0,
-            "end_step": 20,
-            "power": 3,
-            "frequency": 5,
-        },
-        range(0, 41),
-        [],
-    ),
+    # The schedule the training parity tests use, checked step by step too.
+    "polynomial_training_schedule": (*POLYNOMIAL, range(0, 41), []),
     "polynomial_power_2_off_grid": (
         "PolynomialDecay",
         {
@@ -157,17 +159,6 @@ ARCHITECTURES = {
     "tiny": ((3,), [["Dense", {"units": 2}], ["Dense", {"units": 5}]]),
 }
 
-POLYNOMIAL = (
-    "PolynomialDecay",
-    {
-        "initial_sparsity": 0.0,
-        "final_sparsity": 0.8,
-        "begin_step": 0,
-        "end_step": 20,
-        "power": 3,
-        "frequency": 5,
-    },
-)
 CONSTANT = (
     "ConstantSparsity",
     {"target_sparsity": 0.6, "begin_step": 3, "frequency": 4},
