@@ -14,7 +14,7 @@ import os
 import keras
 import numpy as np
 
-from keras_pruning.masks import magnitude_mask
+from keras_pruning.masks import apply_mask, magnitude_mask
 from keras_pruning.oneshot import _selected_layers
 from keras_pruning.prune import _is_graph_model, _selection, pruning_wrappers
 from keras_pruning.schedules import _check_sparsity
@@ -203,7 +203,7 @@ def sensitivity(
         raise ValueError(
             f"`plot` must be a path ending in .png. Received: plot={plot!r}"
         )
-    select = _selection(layers, None) if layers is not None else None
+    select = _selection(layers, None)
     selected = _selected_layers(model, model, select)
     if not selected:
         raise ValueError(
@@ -223,9 +223,7 @@ def sensitivity(
             for sparsity in sparsities:
                 for weight, original in zip(weights, originals, strict=True):
                     mask, _ = magnitude_mask(original, sparsity)
-                    weight.assign(
-                        keras.ops.where(mask, original, keras.ops.zeros_like(original))
-                    )
+                    weight.assign(apply_mask(original, mask))
                 row.append(evaluate())
                 if progress is not None:
                     progress.add(1)

@@ -7,7 +7,7 @@ accuracy, size and speed before spending any training on it.
 import keras
 
 from keras_pruning import registry
-from keras_pruning.masks import global_magnitude_masks, magnitude_mask
+from keras_pruning.masks import apply_mask, global_magnitude_masks, magnitude_mask
 from keras_pruning.prune import (
     _clone_uncompiled,
     _is_graph_model,
@@ -112,7 +112,7 @@ def prune_to_sparsity(
             f"Model {model.name!r} is not built: give it a `keras.Input` or call "
             "`model.build(input_shape)` first."
         )
-    select = _selection(layers, None) if layers is not None else None
+    select = _selection(layers, None)
     copy = _clone_uncompiled(model)
     copy.set_weights(model.get_weights())
     weights = [w for _, group in _selected_layers(model, copy, select) for w in group]
@@ -126,7 +126,5 @@ def prune_to_sparsity(
     else:
         masks = [magnitude_mask(w.value, sparsity)[0] for w in weights]
     for weight, mask in zip(weights, masks, strict=True):
-        weight.assign(
-            keras.ops.where(mask, weight.value, keras.ops.zeros_like(weight.value))
-        )
+        weight.assign(apply_mask(weight.value, mask))
     return copy

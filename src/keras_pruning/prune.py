@@ -112,15 +112,13 @@ def prune_low_magnitude(
             "Pruning policies are not implemented yet. "
             f"Received: pruning_policy={pruning_policy!r}"
         )
-    select = None
-    if layers is not None or isinstance(pruning_schedule, dict):
-        if not isinstance(to_prune, keras.Model):
-            raise TypeError(
-                "`layers` and a dict `pruning_schedule` select layers of a model; "
-                f"`to_prune` is a {type(to_prune).__name__}. Received: "
-                f"layers={layers!r}, pruning_schedule={pruning_schedule!r}"
-            )
-        select = _selection(layers, pruning_schedule)
+    select = _selection(layers, pruning_schedule)
+    if select is not None and not isinstance(to_prune, keras.Model):
+        raise TypeError(
+            "`layers` and a dict `pruning_schedule` select layers of a model; "
+            f"`to_prune` is a {type(to_prune).__name__}. Received: "
+            f"layers={layers!r}, pruning_schedule={pruning_schedule!r}"
+        )
     if pruning_schedule is None or isinstance(pruning_schedule, dict):
         pruning_schedule = ConstantSparsity(0.5, 0)
     wrapper_args = dict(
@@ -186,6 +184,8 @@ def _selection(layers, pruning_schedule):
                 )
             rules.append((_layer_matcher(key, "pruning_schedule"), schedule))
         return lambda layer: next((s for match, s in rules if match(layer)), None)
+    if layers is None:
+        return None
     schedule = (
         ConstantSparsity(0.5, 0) if pruning_schedule is None else pruning_schedule
     )
