@@ -49,8 +49,9 @@ def _find(folder, stem):
     return None
 
 
-def _complete(folder):
-    return os.path.isdir(folder) and all(_find(folder, stem) for stem in _FILES)
+def _missing(folder):
+    """The IDX files that `folder` lacks (all of them if it is no folder)."""
+    return [stem for stem in _FILES if not _find(folder, stem)]
 
 
 def _read_idx(path, magic):
@@ -143,10 +144,8 @@ def fashion_mnist(path=None, *, download=True):
                 f"Received: path={path!r} (of type {type(path).__name__})"
             )
         folder = os.fspath(path)
-        if not _complete(folder):
-            missing = [
-                s for s in _FILES if not os.path.isdir(folder) or not _find(folder, s)
-            ]
+        missing = _missing(folder)
+        if missing:
             raise ValueError(
                 "`path` must be a folder holding the Fashion-MNIST IDX files "
                 f"(gzipped or not); missing: {', '.join(missing)}. Received: "
@@ -155,7 +154,7 @@ def fashion_mnist(path=None, *, download=True):
         return _load_folder(folder)
     searched = [DEBIAN_FASHION_MNIST, *_keras_cache_dirs()]
     for folder in searched:
-        if _complete(folder):
+        if not _missing(folder):
             return _load_folder(folder)
     reason = "downloading is off (download=False)"
     if download:
