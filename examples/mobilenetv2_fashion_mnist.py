@@ -23,6 +23,7 @@ only the head trains.
 import argparse
 import dataclasses
 import gzip
+import io
 import json
 import math
 import os
@@ -569,25 +570,30 @@ def format_markdown(report):
     return "\n".join(lines)
 
 
+def _write_png(figure, path):
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    export.write_atomic(path, buffer.getvalue())
+
+
 def plot(report, out):
-    """Writes `sparsity.png` and `before_after.png`."""
-    import matplotlib
+    """Writes `sparsity.png` and `before_after.png`, atomically."""
+    # Bare Figures, not pyplot: no backend switch in a notebook that calls this.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 0.5 + 0.4 * len(report["sparsity"])))
+    figure = Figure(figsize=(6, 0.5 + 0.4 * len(report["sparsity"])))
+    axis = figure.subplots()
     names = list(report["sparsity"])
     axis.barh(names, [100 * report["sparsity"][n] for n in names], color="#4c72b0")
     axis.set_xlim(0, 100)
     axis.set_xlabel("sparsity (%)")
     axis.set_title("Sparsity per pruned weight")
     axis.invert_yaxis()
-    figure.tight_layout()
-    figure.savefig(os.path.join(out, "sparsity.png"), dpi=100)
-    plt.close(figure)
+    _write_png(figure, os.path.join(out, "sparsity.png"))
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    figure = Figure(figsize=(9, 3.5))
+    left, right = figure.subplots(1, 2)
     left.bar(
         ["dense", "pruned"],
         [100 * report["dense_accuracy"], 100 * report["pruned_accuracy"]],
@@ -603,9 +609,7 @@ def plot(report, out):
     )
     right.set_ylabel(".keras gzipped (MB)")
     figure.suptitle("Before vs after pruning")
-    figure.tight_layout()
-    figure.savefig(os.path.join(out, "before_after.png"), dpi=100)
-    plt.close(figure)
+    _write_png(figure, os.path.join(out, "before_after.png"))
 
 
 def print_summary(report, out, stream=sys.stdout):

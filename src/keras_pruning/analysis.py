@@ -241,17 +241,16 @@ def sensitivity(
 
 def _plot(table, path):
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
             "`plot=` needs matplotlib: pip install 'keras-pruning[examples]'."
         ) from None
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     from keras_pruning.export._atomic import write_atomic
 
-    figure, axis = plt.subplots(figsize=(7, 4))
+    # A bare Figure, not pyplot: no backend switch in the caller's session.
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     percent = [100 * s for s in table.sparsities]
     for layer, scores in table.scores.items():
         axis.plot(percent, scores, marker="o", label=layer)
@@ -263,5 +262,4 @@ def _plot(table, path):
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     write_atomic(path, buffer.getvalue())
