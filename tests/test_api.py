@@ -42,7 +42,11 @@ def test_tfmot_namespace_is_reachable_as_attribute():
 def test_prune_low_magnitude_keeps_tfmot_signature():
     params = inspect.signature(keras_pruning.prune_low_magnitude).parameters
     # Our additions are keyword-only, so TFMOT's positional calls still work.
-    assert [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY] == ["layers"]
+    assert [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY] == [
+        "layers",
+        "granularity",
+        "ignore",
+    ]
     assert [n for n, p in params.items() if p.kind != p.KEYWORD_ONLY] == [
         "to_prune",
         "pruning_schedule",

@@ -64,13 +64,28 @@ def test_report_prints_per_weight_table(saved, capsys):
     assert main(["report", str(saved / "cnn.keras")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["weight", "shape", "nonzeros", "sparsity"]
-    assert [line.split()[0] for line in lines[1:]] == [
+    assert [line.split()[0] for line in lines[1:4]] == [
         "conv2d/kernel",
         "dense/kernel",
         "dense_1/kernel",
     ]
     # 144 * 0.2 = 28.8 rounds to 29 kept: 79.9% for the conv kernel.
-    assert [line.split()[-1] for line in lines[1:]] == ["79.9%", "80.0%", "80.0%"]
+    assert [line.split()[-1] for line in lines[1:4]] == ["79.9%", "80.0%", "80.0%"]
+    assert lines[5].split() == ["layer", "channels", "parameters", "MACs"]
+    # conv2d: 26x26 outputs x 16 filters x 9 MACs.
+    assert lines[6].split() == ["conv2d", "16", "160", f"{26 * 26 * 16 * 9:,}"]
+
+
+def test_report_compares_channels_with_a_baseline(saved, tmp_path, capsys):
+    from keras_pruning.structured import prune_channels
+
+    model = kp.strip_pruning(pruned_cnn()[0])
+    prune_channels(model, 0.5).save(tmp_path / "small.keras")
+    base = str(saved / "cnn.keras")
+    assert main(["report", str(tmp_path / "small.keras"), "--baseline", base]) == 0
+    out = capsys.readouterr().out
+    assert "16 -> 8" in out
+    assert out.splitlines()[-1].startswith("total: ")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import keras_pruning
-from keras_pruning import analysis, datasets, export
+from keras_pruning import analysis, datasets, export, structured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,9 @@ def _anchors(site):
 
 
 @pytest.mark.parametrize(
-    "module", [keras_pruning, export, analysis, datasets], ids=lambda m: m.__name__
+    "module",
+    [keras_pruning, export, analysis, datasets, structured],
+    ids=lambda m: m.__name__,
 )
 def test_every_public_name_is_in_the_api_reference(site, module):
     anchors = _anchors(site)
@@ -54,6 +56,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/schedules",
         "guides/wrapper-and-callback",
         "guides/patterns",
+        "guides/structured",
         "guides/export",
         "guides/micro",
         "migration",

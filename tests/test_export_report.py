@@ -58,6 +58,20 @@ def test_report_without_data_measures_float_files(tmp_path):
     assert result["files"]["keras"] == path.stat().st_size
     assert set(result["files"]) == {"keras", "tflite_float32"}
     assert "micro" not in result
+    assert result["cost"]["params"][1] == kp.strip_pruning(pruned).count_params()
+
+
+def test_report_compares_compute_with_the_baseline(tmp_path):
+    from keras_pruning.structured import prune_channels
+
+    dense = kp.strip_pruning(pruned_cnn()[0])
+    small = prune_channels(dense, 0.5)
+    result = report(small, baseline=dense, path=tmp_path)
+    conv = next(r for r in result["cost"]["layers"] if r["layer"] == "conv2d")
+    assert conv["channels"] == [16, 8]
+    before, after = result["cost"]["macs"]
+    assert after < before
+    assert "| conv2d | Conv2D | 16 → 8 |" in (tmp_path / "report.md").read_text()
 
 
 def test_report_bad_inputs(tmp_path):

@@ -5,6 +5,7 @@ files load with `keras.models.load_model` and no custom objects.
 """
 
 from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
+from keras_pruning.cost import LayerCost, compare_cost, model_cost
 from keras_pruning.masks import global_magnitude_masks, magnitude_mask
 from keras_pruning.oneshot import prune_to_sparsity
 from keras_pruning.prune import prune_low_magnitude, pruning_wrappers, strip_pruning
@@ -14,12 +15,13 @@ from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
 # TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
-from keras_pruning import analysis, datasets, sparsity  # isort: skip
+from keras_pruning import analysis, datasets, sparsity, structured  # isort: skip
 
 __version__ = "0.1.0"
 
 __all__ = (
     "ConstantSparsity",
+    "LayerCost",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
@@ -28,14 +30,17 @@ __all__ = (
     "UpdatePruningStep",
     "WeightSparsity",
     "analysis",
+    "compare_cost",
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",
     "magnitude_mask",
+    "model_cost",
     "prune_low_magnitude",
     "prune_to_sparsity",
     "pruning_wrappers",
     "sparsity",
     "sparsity_report",
     "strip_pruning",
+    "structured",
 )

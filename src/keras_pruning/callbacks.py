@@ -53,6 +53,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self._wrappers = None
+        self._channel_masks = None
         self._step = None
         self._updated = False
         self._pending = []
@@ -68,6 +69,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "`on_train_begin()` in a custom training loop."
             )
         self._wrappers = _find_wrappers(self.model, "UpdatePruningStep")
+        channel = [w for w in self._wrappers if w.granularity == "channel"]
+        self._channel_masks = None
+        if channel:
+            from keras_pruning.structured._gradual import ChannelMasks
+
+            self._channel_masks = ChannelMasks(self.model, channel)
         self._step = max(0, max(w.pruning_step for w in self._wrappers))
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
@@ -76,10 +83,18 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def _apply_pending(self):
         # A model built without input shapes is built by its first training
         # step; updates due before it are applied right after it.
-        for wrapper, sparsity in self._pending:
+        for wrapper, step in self._pending:
+            self._update(wrapper, step)
+        self._pending = []
+
+    def _update(self, wrapper, step):
+        if wrapper is None:
+            self._updated = self._channel_masks.update(step) or self._updated
+            return
+        should_prune, sparsity = wrapper.pruning_schedule(step)
+        if should_prune:
             wrapper.update_masks(sparsity)
             self._updated = True
-        self._pending = []
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._wrappers is None:
@@ -88,12 +103,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
-            should_prune, sparsity = wrapper.pruning_schedule(self._step)
-            if should_prune and wrapper.built:
-                wrapper.update_masks(sparsity)
-                self._updated = True
-            elif should_prune:
-                self._pending.append((wrapper, sparsity))
+            if wrapper.granularity == "weight":
+                if wrapper.built:
+                    self._update(wrapper, self._step)
+                else:
+                    self._pending.append((wrapper, self._step))
+        if self._channel_masks is not None:
+            # Channel groups span layers: one update for the whole model.
+            self._update(None, self._step)
 
     # No on_train_batch_end: overriding it makes Keras turn off asynchronous
     # callback dispatch and fetch the logs after every step.

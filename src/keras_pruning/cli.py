@@ -37,8 +37,13 @@ def _parser():
         "--compress", action="store_true", help="TFLM DECODE compression (micro)"
     )
     export.add_argument("--name", default="model", help="C identifier for the C source")
-    report = commands.add_parser("report", help="print per-weight sparsity")
+    report = commands.add_parser(
+        "report", help="print per-weight sparsity, parameters, MACs and channels"
+    )
     report.add_argument("model", help="a .keras file")
+    report.add_argument(
+        "--baseline", help="a .keras file of the model before pruning, to compare"
+    )
     return parser
 
 
@@ -117,6 +122,25 @@ def _report(args):
     for r in rows:
         shape = "x".join(map(str, r.shape))
         print(f"{r.weight:<{width}}  {shape:>16}  {r.nonzeros:>12,}  {r.sparsity:8.1%}")
+    baseline = _load_model(args.baseline) if args.baseline else model
+    compared = keras_pruning.compare_cost(baseline, model)
+    print()
+    print(f"{'layer':<{width}}  {'channels':>13}  {'parameters':>21}  {'MACs':>25}")
+    for row in compared["layers"]:
+        print(
+            f"{row['layer']:<{width}}  {_pair(row['channels']):>13}  "
+            f"{_pair(row['params']):>21}  {_pair(row['macs']):>25}"
+        )
+    print(
+        f"total: {_pair(compared['params'])} parameters, "
+        f"{_pair(compared['macs'])} MACs per input"
+    )
+
+
+def _pair(values):
+    """`before -> after`, or one number when they are equal."""
+    before, after = ("-" if v is None else f"{v:,}" for v in values)
+    return after if before == after else f"{before} -> {after}"
 
 
 def main(argv=None):

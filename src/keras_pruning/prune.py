@@ -58,6 +58,8 @@ def prune_low_magnitude(
     sparsity_m_by_n=None,
     *,
     layers=None,
+    granularity="weight",
+    ignore=(),
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model for magnitude pruning.
@@ -90,6 +92,17 @@ def prune_low_magnitude(
         layers: for a model, which layers to prune: a layer name, a layer
             class, a list of names and classes, or a predicate
             `layer -> bool`. Defaults to `None`: every supported layer.
+        granularity: `"weight"` prunes single weights by magnitude.
+            `"channel"` (for a model) prunes whole channels: the schedule's
+            sparsity is the fraction of each channel group's channels that
+            is masked, in every weight the channels touch (see
+            `keras_pruning.structured`); with `layers` or a dict schedule, a
+            group is pruned when every layer making its channels is
+            selected. `strip_pruning(model, shrink=True)` then returns the
+            smaller model. Defaults to `"weight"`.
+        ignore: with `granularity="channel"`, layer names or classes whose
+            channels are never cut (for layers the channel analysis cannot
+            trace). Defaults to `()`.
         **kwargs: layer arguments (such as `name`) for the wrapper, when
             `to_prune` is a single layer.
 
@@ -133,6 +146,18 @@ def prune_low_magnitude(
         return [
             prune_low_magnitude(layer, **wrapper_args, **kwargs) for layer in to_prune
         ]
+    if granularity == "channel":
+        return _prune_channels_gradually(to_prune, wrapper_args, select, ignore, kwargs)
+    if granularity != "weight":
+        raise ValueError(
+            "`granularity` must be one of ('weight', 'channel'). Received: "
+            f"granularity={granularity!r}"
+        )
+    if ignore:
+        raise ValueError(
+            "`ignore` applies to granularity='channel' only. Received: "
+            f"ignore={ignore!r}, granularity={granularity!r}"
+        )
     if isinstance(to_prune, keras.Model):
         if kwargs:
             raise ValueError(
@@ -147,6 +172,65 @@ def prune_low_magnitude(
         "Sequential or functional keras.Model. Received: "
         f"to_prune={to_prune!r} (of type {type(to_prune).__name__})"
     )
+
+
+def _prune_channels_gradually(model, wrapper_args, select, ignore, kwargs):
+    from keras_pruning.structured import _gradual, _graph
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "granularity='channel' prunes channel groups across the layers of a "
+            f"model. Received: to_prune={model!r} (of type {type(model).__name__})"
+        )
+    if kwargs:
+        raise ValueError(
+            "Extra keyword arguments apply to a single wrapped layer, not to "
+            f"a model. Received: {sorted(kwargs)}"
+        )
+    if wrapper_args["block_size"] != (1, 1) or wrapper_args["sparsity_m_by_n"]:
+        raise ValueError(
+            "granularity='channel' removes whole channels and takes no "
+            "`block_size` or `sparsity_m_by_n`. Received: "
+            f"block_size={wrapper_args['block_size']!r}, "
+            f"sparsity_m_by_n={wrapper_args['sparsity_m_by_n']!r}"
+        )
+    if not _is_graph_model(model):
+        raise _subclassed_model_error(model)
+    if pruning_wrappers(model):
+        raise ValueError(
+            f"Model {model.name!r} is already pruned: it contains PruneLowMagnitude "
+            "layers. Call `strip_pruning(model)` first."
+        )
+    if select is None:
+        schedule = wrapper_args["pruning_schedule"]
+        select = lambda layer: schedule  # noqa: E731
+    plan = _gradual.channel_wrappers(model, select, _graph._check_ignore(ignore))
+    if not plan:
+        raise ValueError(
+            f"Model {model.name!r} has no channel group that can be pruned: every "
+            "group reaches a model input or output, an ignored layer, or an "
+            "unselected layer. Check with "
+            "`keras_pruning.structured.dependency_groups(model)`."
+        )
+    clones = {}
+
+    def wrap(layer):
+        if id(layer) not in clones:
+            if isinstance(layer, keras.Model):
+                clones[id(layer)] = keras.models.clone_model(layer, clone_function=wrap)
+            elif id(layer) in plan:
+                schedule, sides = plan[id(layer)]
+                clones[id(layer)] = PruneLowMagnitude(
+                    layer,
+                    pruning_schedule=schedule,
+                    granularity="channel",
+                    channel_sides=sides,
+                )
+            else:
+                clones[id(layer)] = layer
+        return clones[id(layer)]
+
+    return keras.models.clone_model(model, clone_function=wrap)
 
 
 def _layer_matcher(key, argument):
@@ -242,12 +326,16 @@ def _prune_model(model, wrapper_args, select=None):
     return keras.models.clone_model(model, clone_function=wrap)
 
 
-def strip_pruning(model):
+def strip_pruning(model, *, shrink=False):
     """Removes pruning wrappers, writing `w * mask` into the wrapped weights.
 
     Args:
         model: a Sequential or functional model (nested models included), or a
             single `PruneLowMagnitude` layer.
+        shrink: for a model pruned with `granularity="channel"`, also cut the
+            masked channels out, returning a physically smaller model of
+            standard layers (new layers, weights copied) whose outputs equal
+            the masked model's. Defaults to `False`.
 
     Returns:
         A model (or layer) of plain Keras layers with sparse weights, sharing
@@ -264,6 +352,12 @@ def strip_pruning(model):
         >>> any(isinstance(l, PruneLowMagnitude) for l in stripped.layers)
         False
     """
+    if shrink and not isinstance(model, keras.Model):
+        raise TypeError(
+            "`shrink=True` rebuilds a model with fewer channels; pass the "
+            f"pruned model. Received: model={model!r} (of type "
+            f"{type(model).__name__})"
+        )
     if isinstance(model, PruneLowMagnitude):
         return model.strip()
     if not isinstance(model, keras.layers.Layer):
@@ -295,7 +389,20 @@ def strip_pruning(model):
                 stripped[id(layer)] = layer
         return stripped[id(layer)]
 
-    return _clone_uncompiled(model, clone_function=unwrap)
+    stripped = _clone_uncompiled(model, clone_function=unwrap)
+    if not shrink:
+        return stripped
+    channel = [w for w in pruning_wrappers(model) if w.granularity == "channel"]
+    if not channel:
+        raise ValueError(
+            f"`shrink=True` cuts channels masked by granularity='channel' "
+            f"pruning, but model {model.name!r} has no such wrappers. Use "
+            "`keras_pruning.structured.prune_channels` for one-shot channel "
+            "pruning. Received: shrink=True"
+        )
+    from keras_pruning.structured._gradual import shrink_stripped
+
+    return shrink_stripped(model, stripped, channel)
 
 
 def _clone_uncompiled(model, clone_function=None):

@@ -13,6 +13,8 @@ from keras_pruning.schedules import ConstantSparsity, PruningSchedule
 __all__ = ("PruneLowMagnitude",)
 
 _POOLING_TYPES = ("avg", "max")
+_GRANULARITIES = ("weight", "channel")
+_CHANNEL_SIDES = ("in", "out")
 _STEP_KEY = "pruning_step"
 
 
@@ -110,6 +112,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             Defaults to `(1, 1)`.
         block_pooling_type: `"avg"` or `"max"`. Defaults to `"avg"`.
         sparsity_m_by_n: `None`, or `(m, n)` (not implemented yet).
+        granularity: `"weight"` masks single weights by magnitude;
+            `"channel"` masks whole channels of every trainable per-channel
+            weight (kernel slices, bias, BatchNormalization gamma and beta).
+            Channel masks are set for the whole model at once by
+            `UpdatePruningStep` (see `keras_pruning.structured`); use
+            `prune_low_magnitude(model, granularity="channel")` rather than
+            wrapping layers by hand. Defaults to `"weight"`.
+        channel_sides: with `granularity="channel"`, which of the layer's
+            channels are pruned: `"in"` (those it reads), `"out"` (those it
+            makes), or both. Defaults to `("in", "out")`.
         **kwargs: `keras.layers.Layer` arguments, such as `name`.
 
     Examples:
@@ -126,6 +138,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size=(1, 1),
         block_pooling_type="avg",
         sparsity_m_by_n=None,
+        granularity="weight",
+        channel_sides=_CHANNEL_SIDES,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -145,8 +159,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "`prune_low_magnitude(model)` to prune a model. Received: "
                 f"layer={layer.name!r} (of type {type(layer).__name__})"
             )
-        if not registry.is_prunable(layer):
+        if granularity not in _GRANULARITIES:
+            raise ValueError(
+                f"`granularity` must be one of {_GRANULARITIES}. Received: "
+                f"granularity={granularity!r}"
+            )
+        if granularity == "weight" and not registry.is_prunable(layer):
             raise ValueError(registry._unsupported_message(layer))
+        channel_sides = tuple(channel_sides)
+        if not channel_sides or not set(channel_sides) <= set(_CHANNEL_SIDES):
+            raise ValueError(
+                f"`channel_sides` must be a non-empty subset of {_CHANNEL_SIDES}. "
+                f"Received: channel_sides={channel_sides!r}"
+            )
         if pruning_schedule is None:
             pruning_schedule = ConstantSparsity(0.5, 0)
         if not isinstance(pruning_schedule, PruningSchedule):
@@ -159,6 +184,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_pooling_type = _validate_pooling_type(block_pooling_type)
         _validate_m_by_n(sparsity_m_by_n)
         self.sparsity_m_by_n = sparsity_m_by_n
+        self.granularity = granularity
+        self.channel_sides = channel_sides
         self.pruning_schedule = pruning_schedule
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
@@ -202,7 +229,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f"{input_shape}. Build it (or call it once) before wrapping "
                     "it with PruneLowMagnitude."
                 ) from error
-        self._prunable_weights = registry.get_prunable_weights(self.layer)
+        if self.granularity == "channel":
+            from keras_pruning.structured._graph import layer_weights
+
+            self._prunable_weights = [
+                v for v, _, _ in layer_weights(self.layer) if v.trainable
+            ]
+        else:
+            self._prunable_weights = registry.get_prunable_weights(self.layer)
         for weight in self._prunable_weights:
             name = _relative_name(weight, self.layer)
             mask = self.add_weight(
@@ -265,6 +299,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             ValueError: if a weight holds NaN or infinity (the mask would be
                 meaningless).
         """
+        if self.granularity == "channel":
+            raise ValueError(
+                f"Layer {self.name!r} prunes whole channels "
+                "(granularity='channel'): its masks are set for the whole model "
+                "by UpdatePruningStep, not per layer. Received: "
+                f"sparsity={sparsity!r}"
+            )
         if (
             isinstance(sparsity, bool)
             or not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0)
@@ -337,6 +378,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             "block_size": list(self.block_size),
             "block_pooling_type": self.block_pooling_type,
             "sparsity_m_by_n": self.sparsity_m_by_n,
+            "granularity": self.granularity,
+            "channel_sides": list(self.channel_sides),
         }
         return {**super().get_config(), **config}
 
@@ -347,4 +390,5 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             config["pruning_schedule"], custom_objects=custom_objects
         )
         config["block_size"] = tuple(config["block_size"])
+        config["channel_sides"] = tuple(config.get("channel_sides", _CHANNEL_SIDES))
         return super().from_config(config, custom_objects=custom_objects)

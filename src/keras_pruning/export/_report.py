@@ -9,11 +9,12 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_pruning.cost import compare_cost
 from keras_pruning.export._atomic import write_atomic
 from keras_pruning.export._convert import to_tflite
 from keras_pruning.export._micro_compress import compress_for_micro
 from keras_pruning.export._runtime import min_arena_bytes, verify
-from keras_pruning.prune import pruning_wrappers, strip_pruning
+from keras_pruning.prune import _is_graph_model, pruning_wrappers, strip_pruning
 from keras_pruning.stats import sparsity_report
 
 
@@ -67,7 +68,8 @@ def report(model, *, x=None, y=None, baseline=None, path=None):
             compressed micro file, the TFLM arena, invoke latencies and
             output errors. Without it, only float files are measured.
         y: integer labels for `x`, for accuracies.
-        baseline: the dense model before pruning, for its accuracy.
+        baseline: the dense model before pruning, for its accuracy and, in
+            `"cost"`, parameters, MACs and channels before and after.
         path: a directory; `report.json` and `report.md` are written there.
 
     Returns:
@@ -109,6 +111,8 @@ def report(model, *, x=None, y=None, baseline=None, path=None):
         },
         "information_floor_int8": information_floor_bytes(rows),
     }
+    if _is_graph_model(plain):
+        result["cost"] = _cost(plain, baseline)
     if x is not None:
         calibration = x[:200]
         litert = to_tflite(plain, quantize="int8", representative_data=calibration)
@@ -162,6 +166,21 @@ def report(model, *, x=None, y=None, baseline=None, path=None):
     return result
 
 
+def _cost(model, baseline):
+    """Parameters, MACs and per-layer channels, against `baseline` if given."""
+    compared = compare_cost(baseline if baseline is not None else model, model)
+    return {
+        "baseline": baseline is not None,
+        "params": list(compared["params"]),
+        "macs": list(compared["macs"]),
+        "flops": list(compared["flops"]),
+        "layers": [
+            {key: list(v) if isinstance(v, tuple) else v for key, v in row.items()}
+            for row in compared["layers"]
+        ],
+    }
+
+
 def _accuracy(model, x, y):
     predictions = keras.ops.convert_to_numpy(model(x, training=False))
     return float(np.mean(predictions.argmax(-1) == np.asarray(y).reshape(-1)))
@@ -169,6 +188,33 @@ def _accuracy(model, x, y):
 
 def _kb(size):
     return f"{size / 1024:,.1f} KB"
+
+
+def _cost_markdown(cost):
+    def pair(values):
+        before, after = values
+        if not cost["baseline"] or before == after:
+            return f"{after:,}" if after is not None else "-"
+        return f"{'-' if before is None else f'{before:,}'} → {'-' if after is None else f'{after:,}'}"
+
+    lines = ["", "## Compute", ""]
+    if cost["baseline"]:
+        lines += ["Before → after, against the baseline model.", ""]
+    lines += [
+        "| layer | kind | channels | parameters | MACs |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in cost["layers"]:
+        lines.append(
+            f"| {row['layer']} | {row['kind']} | {pair(row['channels'])} | "
+            f"{pair(row['params'])} | {pair(row['macs'])} |"
+        )
+    lines += [
+        "",
+        f"Total: {pair(cost['params'])} parameters, {pair(cost['macs'])} MACs "
+        f"({pair(cost['flops'])} FLOPs) per input.",
+    ]
+    return lines
 
 
 def format_markdown(result):
@@ -201,6 +247,8 @@ def format_markdown(result):
         f"Information floor of the prunable int8 weights (`nnz*8 + n*H(s)` bits): "
         f"{_kb(floor)}.",
     ]
+    if "cost" in result:
+        lines += _cost_markdown(result["cost"])
     if "micro" in result:
         micro, litert = result["micro"], result["litert"]
         lines += [

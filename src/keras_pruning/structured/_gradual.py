@@ -1,0 +1,165 @@
+"""Gradual channel pruning: group masks driven by the schedules and callback.
+
+`prune_low_magnitude(model, granularity="channel")` wraps every layer holding
+weights of a prunable group. At each step a group's schedule selects, its
+channels are ranked by the `l2` score of the effective weights and the
+lowest are masked in every weight they index (kernel slices of the layers
+that make and read them, bias, BatchNormalization gamma and beta), so the
+masked model computes what the smaller model will. A masked channel scores
+zero, so it stays masked while sparsity grows. `strip_pruning(model,
+shrink=True)` then cuts the masked channels out.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_pruning import masks as masks_lib
+from keras_pruning.structured import _channels
+from keras_pruning.structured._graph import Analysis, layer_weights
+from keras_pruning.structured._surgery import shrink
+
+
+def _side(key):
+    return "out" if key == "out" else "in"
+
+
+def _pruned_groups(analysis, is_pruned_side):
+    """Group ids whose every weight-holding member has its side pruned."""
+    ok = {g.id: g.prunable for g in analysis.groups}
+    for layer, maps in analysis.calls:
+        for _, axes, _ in layer_weights(layer):
+            for key in axes.values():
+                pruned = is_pruned_side(layer, _side(key))
+                for g in np.unique(analysis.group_positions(maps[key])[0]):
+                    ok[int(g)] = ok[int(g)] and pruned
+    return sorted(g for g, good in ok.items() if good)
+
+
+def channel_wrappers(model, select, ignore):
+    """`{id(layer): (schedule, channel sides)}` for the layers to wrap.
+
+    A prunable group is pruned when `select` gives a schedule for each layer
+    that makes its channels; the group takes its first producer's schedule.
+    """
+    analysis = Analysis(model, ignore)
+    by_name = {layer.name: layer for layer, _ in analysis.calls}
+    schedule_of = {}
+    for group in analysis.groups:
+        if group.prunable:
+            schedules = [select(by_name[name]) for name in group.producers]
+            if all(s is not None for s in schedules):
+                schedule_of[group.id] = schedules[0]
+    plan = {}
+    for layer, maps in analysis.calls:
+        sides, schedule = [], None
+        for _, axes, _ in layer_weights(layer):
+            for key in axes.values():
+                groups = np.unique(analysis.group_positions(maps[key])[0])
+                for g in (int(g) for g in groups if int(g) in schedule_of):
+                    schedule = schedule or schedule_of[g]
+                    if _side(key) not in sides:
+                        sides.append(_side(key))
+        if sides and any(v.trainable for v, _, _ in layer_weights(layer)):
+            plan[id(layer)] = (schedule, tuple(sorted(sides)))
+    return plan
+
+
+class ChannelMasks:
+    """The model-level mask update for channel-granularity wrappers."""
+
+    def __init__(self, model, wrappers):
+        self.wrapper_of = {id(w.layer): w for w in wrappers}
+        self.analysis = Analysis(model, lenient=True)
+
+        def is_pruned_side(layer, side):
+            wrapper = self.wrapper_of.get(id(layer))
+            return wrapper is not None and side in wrapper.channel_sides
+
+        self.groups = _pruned_groups(self.analysis, is_pruned_side)
+        by_name = {layer.name: layer for layer, _ in self.analysis.calls}
+        self.producer_of = {  # the wrapper whose schedule and mask a group follows
+            g: self.wrapper_of[id(by_name[self.analysis.groups[g].producers[0]])]
+            for g in self.groups
+        }
+
+    def _effective(self):
+        return {
+            id(w): masks_lib.apply_mask(w, m)
+            for wrapper in self.wrapper_of.values()
+            for w, m in zip(wrapper.prunable_weights, wrapper.masks, strict=True)
+        }
+
+    def current_keep(self):
+        """`{group: keep vector}` read from the producers' masks."""
+        keep = {}
+        for g in self.groups:
+            producer = self.producer_of[g]
+            mask = dict(
+                zip(map(id, producer.prunable_weights), producer.masks, strict=True)
+            )
+            for variable, axes, _ in layer_weights(producer.layer):
+                out_axes = [a for a, key in axes.items() if key == "out"]
+                if id(variable) in mask and out_axes and variable.ndim > 1:
+                    m = ops.convert_to_numpy(mask[id(variable)])
+                    m = np.moveaxis(m, out_axes[0], 0).reshape(m.shape[out_axes[0]], -1)
+                    keep[g] = m.any(axis=1)
+                    break
+            else:
+                raise ValueError(
+                    f"Layer {producer.layer.name!r} makes pruned channels but has "
+                    "no trainable kernel to read its channel mask from."
+                )
+        return keep
+
+    def update(self, step):
+        """Re-ranks the groups whose schedule selects `step`; True if any."""
+        due = {}
+        for g in self.groups:
+            should_prune, sparsity = self.producer_of[g].pruning_schedule(step)
+            if should_prune:
+                due[g] = float(sparsity)
+        if not due:
+            return False
+        effective = self._effective()
+        scores = _channels.group_scores(self.analysis, "l2", values=effective)
+        keep = self.current_keep()
+        sizes = {g.id: g.size for g in self.analysis.groups}
+        for g, sparsity in due.items():
+            count = _channels.kept_count(sizes[g], sparsity, 1)
+            keep[g] = _channels._top(scores[g], count)
+        self._write(keep)
+        return True
+
+    def _write(self, keep):
+        for layer, maps in self.analysis.calls:
+            wrapper = self.wrapper_of.get(id(layer))
+            if wrapper is None:
+                continue
+            axes_of = {id(v): axes for v, axes, _ in layer_weights(layer)}
+            for weight, mask in zip(
+                wrapper.prunable_weights, wrapper.masks, strict=True
+            ):
+                new_mask = ops.ones(weight.shape, "bool")
+                for axis, key in axes_of[id(weight)].items():
+                    kept = self.analysis.keep_positions(maps[key], keep)
+                    shape = [1] * weight.ndim
+                    shape[axis] = len(kept)
+                    new_mask = ops.logical_and(new_mask, ops.reshape(kept, shape))
+                mask.assign(new_mask)
+                weight.assign(masks_lib.apply_mask(weight, new_mask))
+
+    def keep_by_producer(self):
+        keep = self.current_keep()
+        return {self.analysis.groups[g].producers[0]: keep[g] for g in self.groups}
+
+
+def shrink_stripped(model, stripped, wrappers):
+    """`stripped` (the stripped `model`) with its masked channels cut out."""
+    by_producer = ChannelMasks(model, wrappers).keep_by_producer()
+    analysis = Analysis(stripped, lenient=True)
+    keep = {
+        g.id: by_producer[g.producers[0]]
+        for g in analysis.groups
+        if g.producers and g.producers[0] in by_producer
+    }
+    return shrink(stripped, analysis, keep)

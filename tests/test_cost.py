@@ -1,0 +1,62 @@
+"""Parameters and MACs per layer, checked by hand."""
+
+import keras
+import pytest
+
+import keras_pruning as kp
+from keras_pruning.structured import prune_channels
+
+L = keras.layers
+
+
+def _cnn():
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            L.Conv2D(8, 3, name="conv"),  # 8x8x8 outputs, 3*3*3 MACs each
+            L.DepthwiseConv2D(3, padding="same", name="dw"),  # 8x8x8, 9 each
+            L.SeparableConv2D(4, 3, name="sep"),  # 6x6: dw 9*8 + pw 8*4 per pixel
+            L.GlobalAveragePooling2D(),
+            L.Dense(5, name="dense"),  # 4*5
+        ]
+    )
+
+
+def test_macs_and_params_per_layer():
+    rows = {r.layer: r for r in kp.model_cost(_cnn())}
+    assert rows["conv"].macs == 8 * 8 * 8 * 27
+    assert rows["dw"].macs == 8 * 8 * 8 * 9
+    assert rows["sep"].macs == 6 * 6 * (9 * 8 + 8 * 4)
+    assert rows["dense"].macs == 4 * 5
+    assert rows["conv"].params == 3 * 3 * 3 * 8 + 8
+    assert rows["dense"].flops == 40
+    assert rows["sep"].channels == 4
+
+
+def test_shared_layer_counts_its_params_once_and_its_macs_per_call():
+    shared = L.Dense(4, name="shared")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, shared(shared(inputs)))
+    (row,) = [r for r in kp.model_cost(model) if r.layer == "shared"]
+    assert row.params == 20 and row.macs == 32
+
+
+def test_compare_cost_shows_channels_before_and_after():
+    model = _cnn()
+    small = prune_channels(model, 0.5)
+    compared = kp.compare_cost(model, small)
+    rows = {r["layer"]: r for r in compared["layers"]}
+    assert rows["conv"]["channels"] == (8, 4)
+    assert rows["conv"]["macs"] == (8 * 8 * 8 * 27, 8 * 8 * 4 * 27)
+    before, after = compared["macs"]
+    assert after < before and compared["flops"] == (2 * before, 2 * after)
+    assert compared["params"] == (model.count_params(), small.count_params())
+
+
+def test_pruned_wrappers_are_looked_through_and_bad_input_raises():
+    pruned = kp.prune_low_magnitude(_cnn())
+    assert [r.macs for r in kp.model_cost(pruned)] == [
+        r.macs for r in kp.model_cost(_cnn())
+    ]
+    with pytest.raises(TypeError, match="model"):
+        kp.model_cost(L.Dense(2))
