@@ -7,6 +7,11 @@ files load with `keras.models.load_model` and no custom objects.
 from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
 from keras_pruning.masks import global_magnitude_masks, magnitude_mask
 from keras_pruning.oneshot import prune_to_sparsity
+from keras_pruning.policy import (
+    PruneForLatencyOnXNNPack,
+    PruningPolicy,
+    pad_for_xnnpack,
+)
 from keras_pruning.prune import prune_low_magnitude, pruning_wrappers, strip_pruning
 from keras_pruning.registry import PrunableLayer, get_prunable_weights
 from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -22,7 +27,9 @@ __all__ = (
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
@@ -32,6 +39,7 @@ __all__ = (
     "get_prunable_weights",
     "global_magnitude_masks",
     "magnitude_mask",
+    "pad_for_xnnpack",
     "prune_low_magnitude",
     "prune_to_sparsity",
     "pruning_wrappers",
