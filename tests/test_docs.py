@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import keras_pruning
-from keras_pruning import analysis, datasets, export
+from keras_pruning import analysis, datasets, export, lottery
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,9 @@ def _anchors(site):
 
 
 @pytest.mark.parametrize(
-    "module", [keras_pruning, export, analysis, datasets], ids=lambda m: m.__name__
+    "module",
+    [keras_pruning, export, analysis, datasets, lottery],
+    ids=lambda m: m.__name__,
 )
 def test_every_public_name_is_in_the_api_reference(site, module):
     anchors = _anchors(site)

@@ -19,7 +19,7 @@ from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
 # TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
-from keras_pruning import analysis, datasets, sparsity  # isort: skip
+from keras_pruning import analysis, datasets, lottery, sparsity  # isort: skip
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,7 @@ __all__ = (
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",
+    "lottery",
     "magnitude_mask",
     "pad_for_xnnpack",
     "prune_low_magnitude",
