@@ -278,6 +278,11 @@ def test_find_ticket_rejects_bad_arguments(kwargs, error, message):
         lottery.find_ticket(**arguments)
 
 
+def test_find_ticket_needs_a_layer_to_prune():
+    with pytest.raises(ValueError, match="selects no prunable layer.*layers='x'"):
+        lottery.find_ticket(dense_model(), lambda m, c: None, 1, 0.2, layers="x")
+
+
 def test_find_ticket_rejects_a_pruned_model():
     with pytest.raises(ValueError, match="already pruned"):
         lottery.find_ticket(

@@ -345,6 +345,11 @@ def find_ticket(
     checkpoint = RewindCheckpoint(_check_int("rewind_step", rewind_step, 0))
 
     pruned = prepare(model, layers=layers)
+    if not pruning_wrappers(pruned):
+        raise ValueError(
+            f"`layers` selects no prunable layer of model {model.name!r}. "
+            f"Received: layers={layers!r}"
+        )
     results = []
 
     def finish_round(index):

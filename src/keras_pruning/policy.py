@@ -290,8 +290,9 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
             raise ValueError(
                 f"{name}: every output branch of model {model.name!r} must pass "
                 "a GlobalAveragePooling2D, where XNNPACK's sparse subgraph ends. "
-                f"Received: a path from output {_describe(graph.outputs[0])} "
-                f"back to {_describe(dead_end)} without one"
+                "Received: a path from the outputs ("
+                f"{', '.join(_describe(o) for o in graph.outputs)}) back to "
+                f"{_describe(dead_end)} without one"
             )
 
         end_ids = set(map(id, ends))
