@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import keras_pruning
-from keras_pruning import analysis, datasets, export, structured
+from keras_pruning import analysis, datasets, export, lottery, structured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def _anchors(site):
 
 @pytest.mark.parametrize(
     "module",
-    [keras_pruning, export, analysis, datasets, structured],
+    [keras_pruning, export, analysis, datasets, lottery, structured],
     ids=lambda m: m.__name__,
 )
 def test_every_public_name_is_in_the_api_reference(site, module):
@@ -57,6 +57,8 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/wrapper-and-callback",
         "guides/patterns",
         "guides/structured",
+        "guides/policies",
+        "guides/lottery",
         "guides/export",
         "guides/micro",
         "migration",
@@ -69,6 +71,30 @@ def test_every_page_of_the_nav_is_built(site):
 def _python_blocks(page):
     with open(os.path.join(ROOT, "docs", page), encoding="utf-8") as file:
         return re.findall(r"```python\n(.*?)```", file.read(), flags=re.S)
+
+
+def test_policies_guide_runs_as_written():
+    namespace = {}
+    for block in _python_blocks("guides/policies.md"):
+        exec(compile(block, "guides/policies.md", "exec"), namespace)
+    wrapped = [
+        w.layer.name for w in namespace["kp"].pruning_wrappers(namespace["pruned"])
+    ]
+    pointwise = [
+        layer.name
+        for layer in namespace["base"].layers
+        if type(layer).__name__ == "Conv2D" and layer.kernel_size == (1, 1)
+    ]
+    assert len(wrapped) == 34 and sorted(wrapped) == sorted(pointwise)
+
+
+def test_lottery_guide_runs_as_written():
+    namespace = {}
+    for block in _python_blocks("guides/lottery.md"):
+        exec(compile(block, "guides/lottery.md", "exec"), namespace)
+    rounds = namespace["ticket"].rounds
+    assert [round(r.sparsity, 4) for r in rounds] == [0.0, 0.2, 0.36, 0.488]
+    assert not namespace["kp"].pruning_wrappers(namespace["final"])
 
 
 def test_getting_started_runs_as_written(tmp_path, monkeypatch):

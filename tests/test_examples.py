@@ -210,3 +210,51 @@ def test_export_to_microcontroller(fashion_mnist_dir, tmp_path):
         "model.h",
         "model_op_resolver.h",
     ]
+
+
+LOTTERY_TINY = [
+    "--train-samples", "256", "--test-samples", "128", "--epochs", "1",
+    "--rounds", "2", "--rate", "0.5", "--rewind-step", "2", "--verbose", "0",
+]  # fmt: skip
+
+
+def _masks_and_kernels(model):
+    for wrapper in kp.pruning_wrappers(model):
+        yield (
+            keras.ops.convert_to_numpy(wrapper.masks[0]),
+            keras.ops.convert_to_numpy(wrapper.prunable_weights[0]),
+        )
+
+
+def test_lottery_ticket_prunes_by_rounds_and_runs_the_control(fashion_mnist_dir):
+    module = example("lottery_ticket_fashion_mnist")
+    ticket, rows, control = module.main([*LOTTERY_TINY, "--data", fashion_mnist_dir])
+    assert [row["round"] for row in rows] == [0, 1, 2]
+    # 1 - 0.5 ** r, exact for the kernels of LeNet-300-100.
+    assert [row["sparsity"] for row in rows] == [0.0, 0.5, 0.75]
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in rows)
+    assert 0.0 <= control <= 1.0
+    for mask, kernel in _masks_and_kernels(ticket.model):
+        assert mask.mean() == 0.25 and np.all(kernel[~mask] == 0)
+    # The control ran on the same masks and put the ticket's weights back.
+    _, (x_test, y_test) = kp.datasets.fashion_mnist(fashion_mnist_dir)
+    restored = ticket.model.evaluate(
+        x_test[:128], y_test[:128], verbose=0, return_dict=True
+    )["accuracy"]
+    assert restored == rows[-1]["test_accuracy"]
+
+
+def test_lottery_ticket_rewinds_kept_weights_to_the_saved_step(fashion_mnist_dir):
+    # With a zero learning rate, training leaves the rewound weights as they
+    # are: each kept weight is its value after --rewind-step batches.
+    module = example("lottery_ticket_fashion_mnist")
+    ticket, rows, control = module.main(
+        [*LOTTERY_TINY, "--learning-rate", "0", "--no-control"]
+        + ["--data", fashion_mnist_dir]
+    )
+    assert control is None and rows[-1]["sparsity"] == 0.75
+    kernels = [w for w in ticket.rewind_weights if w.ndim == 2]
+    for (mask, kernel), saved in zip(
+        _masks_and_kernels(ticket.model), kernels, strict=True
+    ):
+        np.testing.assert_array_equal(kernel, np.where(mask, saved, 0))

@@ -168,8 +168,6 @@ def test_empty_list_and_model_kwargs_are_rejected():
 
 
 def test_unimplemented_options_raise_not_implemented():
-    with pytest.raises(NotImplementedError, match="pruning_policy"):
-        kp.prune_low_magnitude(dense_model(), pruning_policy=object())
     with pytest.raises(NotImplementedError, match="sparsity_m_by_n"):
         kp.prune_low_magnitude(dense_model(), sparsity_m_by_n=(2, 4))
 

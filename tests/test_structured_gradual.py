@@ -115,6 +115,12 @@ def test_channel_granularity_errors():
         kp.prune_low_magnitude(model, granularity="block")
     with pytest.raises(TypeError, match="granularity='channel'"):
         kp.prune_low_magnitude(L.Dense(3), granularity="channel")
+    with pytest.raises(TypeError, match="granularity='channel'"):
+        kp.prune_low_magnitude([L.Dense(3)], granularity="channel")
+    with pytest.raises(ValueError, match="pruning_policy"):
+        kp.prune_low_magnitude(
+            model, granularity="channel", pruning_policy=kp.PruneForLatencyOnXNNPack()
+        )
     with pytest.raises(ValueError, match="ignore"):
         kp.prune_low_magnitude(model, ignore=["stem"])
     only_output = keras.Sequential([keras.Input((4,)), L.Dense(2)])

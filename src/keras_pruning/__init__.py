@@ -8,6 +8,11 @@ from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
 from keras_pruning.cost import LayerCost, compare_cost, model_cost
 from keras_pruning.masks import global_magnitude_masks, magnitude_mask
 from keras_pruning.oneshot import prune_to_sparsity
+from keras_pruning.policy import (
+    PruneForLatencyOnXNNPack,
+    PruningPolicy,
+    pad_for_xnnpack,
+)
 from keras_pruning.prune import prune_low_magnitude, pruning_wrappers, strip_pruning
 from keras_pruning.registry import PrunableLayer, get_prunable_weights
 from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -15,7 +20,7 @@ from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
 # TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
-from keras_pruning import analysis, datasets, sparsity, structured  # isort: skip
+from keras_pruning import analysis, datasets, lottery, sparsity, structured  # isort: skip
 
 __version__ = "0.1.0"
 
@@ -24,7 +29,9 @@ __all__ = (
     "LayerCost",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
@@ -34,8 +41,10 @@ __all__ = (
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",
+    "lottery",
     "magnitude_mask",
     "model_cost",
+    "pad_for_xnnpack",
     "prune_low_magnitude",
     "prune_to_sparsity",
     "pruning_wrappers",

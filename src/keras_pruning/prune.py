@@ -3,6 +3,7 @@
 import keras
 
 from keras_pruning import registry
+from keras_pruning.policy import PruningPolicy
 from keras_pruning.schedules import ConstantSparsity, PruningSchedule
 from keras_pruning.wrapper import PruneLowMagnitude
 
@@ -74,7 +75,9 @@ def prune_low_magnitude(
 
     For a model, `layers` or a dict `pruning_schedule` choose which layers to
     prune (without a `clone_function`); the others stay as they are, dense.
-    Naming a nested model selects every layer inside it.
+    Naming a nested model selects every layer inside it. A `pruning_policy`
+    first checks the whole model, then narrows the choice further: a layer is
+    wrapped only if it is selected and the policy allows it.
 
     Args:
         to_prune: a `keras.layers.Layer`, a list of layers, or a Sequential or
@@ -87,7 +90,10 @@ def prune_low_magnitude(
             each call.
         block_size: `(1, 1)` (block sparsity is not implemented yet).
         block_pooling_type: `"avg"` or `"max"`. Defaults to `"avg"`.
-        pruning_policy: `None` (policies are not implemented yet).
+        pruning_policy: for a model, a `PruningPolicy` such as
+            `PruneForLatencyOnXNNPack()`: its `ensure_model_supports_pruning`
+            runs first, and only layers it `allow_pruning`s are wrapped.
+            Defaults to `None` (no policy).
         sparsity_m_by_n: `None` (m-by-n sparsity is not implemented yet).
         layers: for a model, which layers to prune: a layer name, a layer
             class, a list of names and classes, or a predicate
@@ -110,9 +116,11 @@ def prune_low_magnitude(
         A `PruneLowMagnitude` layer, a list of them, or a new model.
 
     Raises:
-        TypeError: if `to_prune` is not a Keras layer, list of layers or model.
+        TypeError: if `to_prune` is not a Keras layer, list of layers or model,
+            or `pruning_policy` is not a `PruningPolicy`.
         ValueError: for a subclassed model, an unsupported layer, a layer or
-            model that is already pruned, or invalid arguments.
+            model that is already pruned, a model the policy rejects, or
+            invalid arguments.
 
     Examples:
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -121,10 +129,19 @@ def prune_low_magnitude(
         'PruneLowMagnitude'
     """
     if pruning_policy is not None:
-        raise NotImplementedError(
-            "Pruning policies are not implemented yet. "
-            f"Received: pruning_policy={pruning_policy!r}"
-        )
+        if not isinstance(pruning_policy, PruningPolicy):
+            raise TypeError(
+                "`pruning_policy` must be a keras_pruning.PruningPolicy, such as "
+                "PruneForLatencyOnXNNPack(), or None. Received: "
+                f"pruning_policy={pruning_policy!r}"
+            )
+        if not isinstance(to_prune, keras.Model):
+            raise TypeError(
+                "`pruning_policy` checks and selects layers of a model; to prune "
+                f"a single layer or a list of layers, leave it out. `to_prune` is "
+                f"a {type(to_prune).__name__}. Received: "
+                f"pruning_policy={pruning_policy!r}"
+            )
     select = _selection(layers, pruning_schedule)
     if select is not None and not isinstance(to_prune, keras.Model):
         raise TypeError(
@@ -140,13 +157,13 @@ def prune_low_magnitude(
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
     )
-    if isinstance(to_prune, (list, tuple)):
-        if not to_prune:
-            raise ValueError("`to_prune` is an empty list. Received: to_prune=[]")
-        return [
-            prune_low_magnitude(layer, **wrapper_args, **kwargs) for layer in to_prune
-        ]
     if granularity == "channel":
+        if pruning_policy is not None:
+            raise ValueError(
+                "Pruning policies choose layers for weight pruning; "
+                "granularity='channel' prunes channel groups. Received: "
+                f"pruning_policy={pruning_policy!r}, granularity='channel'"
+            )
         return _prune_channels_gradually(to_prune, wrapper_args, select, ignore, kwargs)
     if granularity != "weight":
         raise ValueError(
@@ -158,13 +175,22 @@ def prune_low_magnitude(
             "`ignore` applies to granularity='channel' only. Received: "
             f"ignore={ignore!r}, granularity={granularity!r}"
         )
+    if isinstance(to_prune, (list, tuple)):
+        if not to_prune:
+            raise ValueError("`to_prune` is an empty list. Received: to_prune=[]")
+        return [
+            prune_low_magnitude(layer, **wrapper_args, **kwargs) for layer in to_prune
+        ]
     if isinstance(to_prune, keras.Model):
         if kwargs:
             raise ValueError(
                 "Extra keyword arguments apply to a single wrapped layer, not to "
                 f"a model. Received: {sorted(kwargs)}"
             )
-        return _prune_model(to_prune, wrapper_args, select)
+        if pruning_policy is not None:
+            _check_unpruned_graph_model(to_prune)
+            pruning_policy.ensure_model_supports_pruning(to_prune)
+        return _prune_model(to_prune, wrapper_args, select, pruning_policy)
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(to_prune, **wrapper_args, **kwargs)
     raise TypeError(
@@ -284,7 +310,7 @@ def _selection(layers, pruning_schedule):
     return lambda layer: schedule if any(m(layer) for m in matchers) else None
 
 
-def _prune_model(model, wrapper_args, select=None):
+def _check_unpruned_graph_model(model):
     if not _is_graph_model(model):
         raise _subclassed_model_error(model)
     already = pruning_wrappers(model)
@@ -294,6 +320,10 @@ def _prune_model(model, wrapper_args, select=None):
             f"layers ({', '.join(w.name for w in already[:5])}). Call "
             "`strip_pruning(model)` first to prune it again with new settings."
         )
+
+
+def _prune_model(model, wrapper_args, select=None, policy=None):
+    _check_unpruned_graph_model(model)
     clones = {}
 
     def wrap(layer):
@@ -306,12 +336,14 @@ def _prune_model(model, wrapper_args, select=None):
             if select is not None and schedule is not None:
                 # Naming a nested model selects every layer inside it.
                 new = _prune_model(
-                    layer, {**wrapper_args, "pruning_schedule": schedule}
+                    layer, {**wrapper_args, "pruning_schedule": schedule}, None, policy
                 )
             else:
-                new = _prune_model(layer, wrapper_args, select)
-        elif schedule is None:
-            new = layer  # not selected: stays dense
+                new = _prune_model(layer, wrapper_args, select, policy)
+        elif schedule is None or (
+            policy is not None and not policy.allow_pruning(layer)
+        ):
+            new = layer  # not selected, or not allowed: stays dense
         elif registry.is_prunable(layer):
             new = PruneLowMagnitude(
                 layer, **{**wrapper_args, "pruning_schedule": schedule}
@@ -405,7 +437,7 @@ def strip_pruning(model, *, shrink=False):
     return shrink_stripped(model, stripped, channel)
 
 
-def _clone_uncompiled(model, clone_function=None):
+def _clone_uncompiled(model, clone_function=None, call_function=None):
     """`keras.models.clone_model`, minus the compile state.
 
     Keras compiles a clone of a compiled model, building a fresh optimizer that
@@ -416,6 +448,8 @@ def _clone_uncompiled(model, clone_function=None):
     compiled = model.compiled
     model.compiled = False
     try:
-        return keras.models.clone_model(model, clone_function=clone_function)
+        return keras.models.clone_model(
+            model, clone_function=clone_function, call_function=call_function
+        )
     finally:
         model.compiled = compiled

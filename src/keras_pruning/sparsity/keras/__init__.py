@@ -8,6 +8,7 @@ Migrating from TFMOT is a one-line change:
 import contextlib
 
 from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
+from keras_pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from keras_pruning.prune import prune_low_magnitude, strip_pruning
 from keras_pruning.registry import PrunableLayer
 from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -16,6 +17,8 @@ __all__ = (
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
