@@ -5,7 +5,12 @@ files load with `keras.models.load_model` and no custom objects.
 """
 
 from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
-from keras_pruning.masks import global_magnitude_masks, magnitude_mask
+from keras_pruning.masks import (
+    block_magnitude_mask,
+    global_magnitude_masks,
+    m_by_n_mask,
+    magnitude_mask,
+)
 from keras_pruning.oneshot import prune_to_sparsity
 from keras_pruning.prune import prune_low_magnitude, pruning_wrappers, strip_pruning
 from keras_pruning.registry import PrunableLayer, get_prunable_weights
@@ -28,9 +33,11 @@ __all__ = (
     "UpdatePruningStep",
     "WeightSparsity",
     "analysis",
+    "block_magnitude_mask",
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",
+    "m_by_n_mask",
     "magnitude_mask",
     "prune_low_magnitude",
     "prune_to_sparsity",
