@@ -728,7 +728,7 @@ def test_fit_applies_m_by_n_from_begin_step_and_keeps_the_first_mask(rng):
     schedule = kp.ConstantSparsity(0.9, begin_step=3, frequency=2)
     pruned = kp.prune_low_magnitude(model, schedule, sparsity_m_by_n=(2, 4))
     wrappers = kp.pruning_wrappers(pruned)
-    assert [w._channel_axis for w in wrappers] == [-2, -2, -2]
+    assert [kp.registry.input_channel_axis(w.layer) for w in wrappers] == [-2] * 3
     x = rng.normal(size=(40, 6, 6, 8)).astype("float32")
     y = rng.normal(size=(40, 2)).astype("float32")
     with pytest.warns(UserWarning, match="at pruning step 2 without any mask update"):

@@ -190,6 +190,16 @@ def m_by_n_mask(weights, m, n, axis=-2):
     Returns:
         `(mask, threshold)`: a boolean mask of `weights`' shape, and the
         smallest kept magnitude.
+
+    Raises:
+        ValueError: if `weights` has rank 1.
+
+    Examples:
+        >>> w = np.array([[0.1, 0.9], [-0.8, 0.2], [0.3, -0.5], [0.7, 0.4]])
+        >>> mask, _ = m_by_n_mask(w, 2, 4)               # (input, output)
+        >>> ops.convert_to_numpy(mask).T.astype(int)     # one row per output
+        array([[0, 1, 0, 1],
+               [1, 0, 1, 0]])
     """
     _check_rank(weights, f"An m-by-n mask ({m}, {n})")
     magnitudes = ops.abs(ops.cast(weights, "float32"))

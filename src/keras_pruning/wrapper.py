@@ -325,9 +325,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """Recomputes every mask at `sparsity` from the effective weights.
 
         With `e = w * mask`, keeps the `k = max(round(n * (1 - sparsity)), 1)`
-        largest `|e|` (of the `n` blocks' pooled `|e|` with a `block_size`;
-        with `sparsity_m_by_n`, `sparsity` is ignored and the `n - m` largest
-        of every group are kept) and writes `e * new_mask` into the weight.
+        largest `|e|` (with a `block_size`: the `k` best of `n` blocks by
+        pooled `|e|`; with `sparsity_m_by_n=(m, g)`: `sparsity` is ignored and
+        each group of `g` keeps its `g - m` largest) and writes
+        `e * new_mask` into the weight.
         Masks are computed from the effective weights, so a pruned weight
         stays pruned while sparsity does not decrease, and whatever an
         optimizer writes at pruned positions never matters. Runs eagerly,
