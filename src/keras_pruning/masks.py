@@ -212,15 +212,18 @@ def m_by_n_mask(weights, m, n, axis=-2):
         [[0, 0], [0, padded - length]],
         constant_values=-1.0,
     )
-    groups = ops.reshape(rows, (-1, 1, n))
-    # rank[g, i] = #{j : |w_j| > |w_i|, or |w_j| == |w_i| and j < i}
-    earlier = ops.arange(n)[None, :] < ops.arange(n)[:, None]
-    beats = ops.logical_or(
-        groups > ops.transpose(groups, (0, 2, 1)),
-        ops.logical_and(ops.equal(groups, ops.transpose(groups, (0, 2, 1))), earlier),
-    )
-    keep = ops.sum(ops.cast(beats, "int32"), axis=2) < n - m
-    mask = ops.reshape(keep, (-1, padded))[:, :length]
+    groups = ops.reshape(rows, (-1, n))
+    # rank[g, i] = #{j : |w_j| > |w_i|, or |w_j| == |w_i| and j < i}, one j
+    # at a time: memory stays that of the weights, and ties are deterministic.
+    position = ops.arange(n)[None, :]
+    rank = ops.zeros(ops.shape(groups), "int32")
+    for j in range(n):
+        other = groups[:, j : j + 1]
+        beats = ops.logical_or(
+            other > groups, ops.logical_and(ops.equal(other, groups), j < position)
+        )
+        rank = rank + ops.cast(beats, "int32")
+    mask = ops.reshape(rank < n - m, (-1, padded))[:, :length]
     mask = ops.moveaxis(ops.reshape(mask, moved.shape), -1, axis)
     return mask, ops.min(ops.where(mask, magnitudes, math.inf))
 
