@@ -9,7 +9,7 @@ import pytest
 from export_models import pruned_cnn
 
 import keras_pruning as kp
-from keras_pruning.export import model_info, to_tflite, verify
+from keras_pruning.export import model_info, run, to_tflite, verify
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,69 @@ def test_exports_inference_mode_after_a_layer_that_defaults_to_training(target):
     )
     x = np.random.default_rng(0).random((4, 6, 6, 1), dtype="float32")
     assert verify(data, model, x, runtime=target).max_abs_error < 1e-4
+
+
+def _block_maps(data):
+    """`{tensor name: (block_map, block dims)}` of the file's sparse tensors."""
+    from keras_pruning.export._flatbuffer import check_tflite_bytes
+
+    model = check_tflite_bytes(data)
+    return {
+        tensor.name.decode(): (
+            list(tensor.sparsity.blockMap),
+            [d.denseSize for d in tensor.sparsity.dimMetadata[2:]],
+        )
+        for tensor in model.subgraphs[0].tensors
+        if tensor.sparsity is not None
+    }
+
+
+def test_block_16x1_dense_model_exports_block_encoded_and_runs_in_litert():
+    """Keras's (16, 1) block, 16 consecutive inputs of one output of an
+    `(input, output)` kernel, is LiteRT's int8 1x16 block in its
+    `(output, input)` layout: FULLY_CONNECTED reads it with no DENSIFY."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 64)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    pruned = kp.prune_low_magnitude(
+        model, kp.ConstantSparsity(0.8, 0, frequency=1), block_size=(16, 1)
+    )
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(x, y, batch_size=16, verbose=0, callbacks=[kp.UpdatePruningStep()])
+    final = kp.strip_pruning(pruned)
+    dense = to_tflite(final, quantize="int8", representative_data=x)
+    sparse = to_tflite(final, quantize="int8", representative_data=x, sparse=True)
+
+    assert len(sparse) < 0.7 * len(dense)
+    assert model_info(sparse).operators == ("FULLY_CONNECTED",)  # no DENSIFY
+    maps = _block_maps(sparse)
+    assert len(maps) == 2
+    assert all(block == ([1], [16]) for block in maps.values())
+    # The block-sparse file computes exactly what the dense-encoded one does.
+    dense_out, _ = run(dense, x[:16])
+    sparse_out, _ = run(sparse, x[:16])
+    np.testing.assert_array_equal(sparse_out, dense_out)
+    result = verify(sparse, final, x[:16])
+    assert result.max_abs_error < 0.05 and result.mean_abs_error < 0.01
+
+
+def test_block_1x16_in_keras_layout_is_not_litert_block():
+    """The transposed block (16 outputs of one input) is random sparsity to the
+    converter: a compressed row encoding, densified at load."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
+    x = np.random.default_rng(0).random((16, 64)).astype("float32")
+    sparse_model = kp.prune_to_sparsity(model, 0.8, block_size=(1, 16))
+    sparse = to_tflite(
+        sparse_model, quantize="int8", representative_data=x, sparse=True
+    )
+    assert "DENSIFY" in model_info(sparse).operators
+    assert all(block == ([], []) for block in _block_maps(sparse).values())

@@ -1,4 +1,4 @@
-"""Mask functions: num_kept, magnitude_mask, apply_mask.
+"""Mask functions: num_kept, magnitude_mask, block and m-by-n masks, apply_mask.
 
 Ports the scenarios of TFMOT's `pruning_impl_test.py` (mask and threshold
 construction, repeated mask updates) to our pure functions, plus property
@@ -16,7 +16,9 @@ from keras import ops
 
 from keras_pruning.masks import (
     apply_mask,
+    block_magnitude_mask,
     global_magnitude_masks,
+    m_by_n_mask,
     magnitude_mask,
     num_kept,
 )
@@ -352,3 +354,241 @@ def test_global_masks_keep_exactly_num_kept_of_the_total(sizes, sparsity, seed):
         assert m.shape == w.shape
         assert np.all(np.abs(w[m]) >= float(threshold))
         assert np.all(np.abs(w[~m]) <= float(threshold))
+
+
+def test_global_masks_rank_blocks_across_tensors():
+    # (2, 1) blocks: column means of row pairs. Scores 1, 2 | 3, 6 | 5, 4.
+    first = np.array([[1.0, 2.0], [1.0, 2.0]], "float32")
+    second = np.array([[2.0, 8.0], [4.0, 4.0], [5.0, 4.0], [5.0, 4.0]], "float32")
+    masks, threshold = global_magnitude_masks([first, second], 0.5, (2, 1))
+    # 6 blocks, 3 kept: 6, 5 and 4.
+    np.testing.assert_array_equal(ops.convert_to_numpy(masks[0]), np.zeros((2, 2)))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(masks[1]), [[0, 1], [0, 1], [1, 1], [1, 1]]
+    )
+    assert float(threshold) == 4.0
+
+
+# --- block_magnitude_mask -------------------------------------------------------
+
+
+def _block_mask(weights, sparsity, block_size, pooling="avg"):
+    mask, threshold = block_magnitude_mask(weights, sparsity, block_size, pooling)
+    assert keras.backend.standardize_dtype(mask.dtype) == "bool"
+    assert tuple(mask.shape) == np.shape(weights)
+    assert tuple(threshold.shape) == ()
+    return ops.convert_to_numpy(mask).astype(int), float(threshold)
+
+
+# 1..35 in a 5x7 (input, output) kernel, 2x3 blocks: 3x3 blocks, the last row
+# and column of blocks cut short. Block means (max in brackets):
+#     5.5 (10)    8.5 (13)   10.5 (14)
+#    19.5 (24)   22.5 (27)   24.5 (28)
+#    30   (31)   33   (34)   35   (35)
+# 9 blocks at sparsity 0.5 keep round(4.5) = 4 (half to even).
+ARANGE_5X7 = np.arange(1, 36, dtype="float32").reshape(5, 7)
+
+
+@pytest.mark.parametrize(("pooling", "threshold"), [("avg", 24.5), ("max", 28.0)])
+def test_block_mask_hand_computed_table(pooling, threshold):
+    # Both keep the same 4 blocks: means 35, 33, 30, 24.5; maxima 35, 34, 31, 28.
+    mask, got = _block_mask(ARANGE_5X7, 0.5, (2, 3), pooling)
+    np.testing.assert_array_equal(
+        mask,
+        [
+            [0, 0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0, 1],
+            [0, 0, 0, 0, 0, 0, 1],
+            [1, 1, 1, 1, 1, 1, 1],
+        ],
+    )
+    assert got == threshold
+
+
+def test_block_16x1_is_sixteen_inputs_of_one_output():
+    # A Dense kernel (32 inputs, 2 outputs): output 0 has a strong first half.
+    weights = np.full((32, 2), 0.1, "float32")
+    weights[:16, 0] = 1.0
+    weights[16:, 1] = 0.5
+    mask, threshold = _block_mask(weights, 0.5, (16, 1))
+    np.testing.assert_array_equal(mask[:, 0], [1] * 16 + [0] * 16)
+    np.testing.assert_array_equal(mask[:, 1], [0] * 16 + [1] * 16)
+    assert threshold == 0.5
+
+
+def test_partial_blocks_average_their_own_weights_only():
+    # Rows [1, 1] and [1.2]: the short block scores 1.2, not (1.2 + 0) / 2.
+    weights = np.array([[1.0], [1.0], [1.2]], "float32")
+    mask, threshold = _block_mask(weights, 0.5, (2, 1))
+    np.testing.assert_array_equal(mask, [[0], [0], [1]])
+    assert threshold == pytest.approx(1.2)
+
+
+def test_max_pooling_scores_a_block_by_its_largest_weight():
+    # Mean prefers the even block, max the block with one large weight.
+    weights = np.array([[0.6], [0.6], [0.0], [1.0]], "float32")
+    np.testing.assert_array_equal(
+        _block_mask(weights, 0.5, (2, 1), "avg")[0], [[1], [1], [0], [0]]
+    )
+    np.testing.assert_array_equal(
+        _block_mask(weights, 0.5, (2, 1), "max")[0], [[0], [0], [1], [1]]
+    )
+
+
+def test_conv_kernel_blocks_tile_in_out_at_each_spatial_position():
+    # (kh, kw, in, out) = (2, 1, 2, 2) with 2x2 blocks: one block per tap,
+    # ranked together. Tap 0 scores 0.25, tap 1 scores 2.5.
+    weights = np.array(
+        [[[[0.1, -0.2], [0.3, 0.4]]], [[[1.0, 2.0], [-3.0, 4.0]]]], "float32"
+    )
+    mask, threshold = _block_mask(weights, 0.5, (2, 2))
+    np.testing.assert_array_equal(mask[0], np.zeros((1, 2, 2)))
+    np.testing.assert_array_equal(mask[1], np.ones((1, 2, 2)))
+    assert threshold == 2.5
+
+
+def test_a_block_larger_than_the_weight_is_one_block_always_kept():
+    mask, threshold = _block_mask(np.array([[0.5, -1.5]], "float32"), 0.9, (4, 4))
+    np.testing.assert_array_equal(mask, [[1, 1]])
+    assert threshold == 1.0
+
+
+def test_block_1x1_is_magnitude_mask():
+    weights = np.array([[0.5, -3.0, 0.1], [2.0, -0.2, 1.0]], "float32")
+    mask, threshold = _block_mask(weights, 0.5, (1, 1))
+    np.testing.assert_array_equal(mask, _mask(weights, 0.5)[0])
+    assert threshold == 1.0
+
+
+def test_block_mask_rejects_rank_one_weights():
+    with pytest.raises(ValueError, match=r"rank 2 or more.*shape \(4,\)"):
+        block_magnitude_mask(np.ones(4, "float32"), 0.5, (2, 1))
+
+
+def _reference_block_scores(weights, block_size, pooling):
+    """NumPy loops: the score of every block, `(L, R, C)`."""
+    r, c = block_size
+    rows, cols = weights.shape[-2:]
+    lead = np.abs(weights.reshape(-1, rows, cols))
+    pool = np.mean if pooling == "avg" else np.max
+    return np.array(
+        [
+            [
+                [pool(w[i : i + r, j : j + c]) for j in range(0, cols, c)]
+                for i in range(0, rows, r)
+            ]
+            for w in lead
+        ]
+    )
+
+
+@PROPERTY_SETTINGS
+@given(
+    weights=hnp.arrays(
+        dtype=np.float32,
+        shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=7),
+        elements=st.one_of(
+            st.floats(-10, 10, allow_nan=False, width=32),
+            st.sampled_from([0.0, 1.0, -1.0]),
+        ),
+    ),
+    block_size=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    pooling=st.sampled_from(["avg", "max"]),
+    sparsity=mask_sparsities,
+)
+def test_block_mask_keeps_num_kept_best_blocks(weights, block_size, pooling, sparsity):
+    mask, threshold = _block_mask(weights, sparsity, block_size, pooling)
+    r, c = block_size
+    rows, cols = weights.shape[-2:]
+    scores = _reference_block_scores(weights, block_size, pooling)
+    # Constant over each block: the block mask, expanded and cropped.
+    block_mask = mask.reshape(-1, rows, cols)[:, ::r, ::c].astype(bool)
+    expanded = np.repeat(np.repeat(block_mask, r, axis=1), c, axis=2)
+    np.testing.assert_array_equal(
+        mask, expanded[:, :rows, :cols].reshape(weights.shape)
+    )
+    assert block_mask.sum() == num_kept(scores.size, sparsity)
+    assert threshold == pytest.approx(scores[block_mask].min(), rel=1e-5)
+    if (~block_mask).any():
+        assert scores[block_mask].min() >= scores[~block_mask].max() * (1 - 1e-5)
+
+
+# --- m_by_n_mask ----------------------------------------------------------------
+
+
+def _m_by_n(weights, m, n, axis=-2):
+    mask, threshold = m_by_n_mask(weights, m, n, axis)
+    assert keras.backend.standardize_dtype(mask.dtype) == "bool"
+    assert tuple(mask.shape) == np.shape(weights)
+    return ops.convert_to_numpy(mask).astype(int), float(threshold)
+
+
+def test_two_by_four_hand_computed_table():
+    # Dense kernel (6 inputs, 2 outputs), shown transposed: one row per output.
+    # Groups of 4 inputs keep their 2 largest |w|; ties keep the lower index;
+    # the short last group (2 inputs) keeps min(2, 4 - 2) = 2.
+    weights = np.array(
+        [[3.0, -1.0, 2.0, 0.5, 4.0, 4.0], [1.0, 1.0, 1.0, 1.0, -2.0, 0.0]], "float32"
+    ).T
+    mask, threshold = _m_by_n(weights, 2, 4)
+    np.testing.assert_array_equal(mask.T, [[1, 0, 1, 0, 1, 1], [1, 1, 0, 0, 1, 1]])
+    assert threshold == 0.0  # the smallest kept magnitude
+
+
+def test_one_by_three_keeps_two_of_every_three():
+    weights = np.array([[0.1], [-0.5], [0.3], [0.9], [0.2], [-0.4], [0.7]], "float32")
+    mask, threshold = _m_by_n(weights, 1, 3)
+    # Groups (0.1, 0.5, 0.3), (0.9, 0.2, 0.4), (0.7): the last keeps its one.
+    np.testing.assert_array_equal(mask[:, 0], [0, 1, 1, 1, 0, 1, 1])
+    assert threshold == pytest.approx(0.3)
+
+
+def test_m_by_n_groups_run_along_the_input_channels_of_a_conv_kernel():
+    # (kh, kw, in, out) = (1, 2, 4, 1): each tap's 4 input channels is a group.
+    weights = np.array([[[[1.0], [4.0], [3.0], [2.0]], [[8.0], [5.0], [6.0], [7.0]]]])
+    mask, _ = _m_by_n(weights.astype("float32"), 3, 4)
+    np.testing.assert_array_equal(mask[0, 0, :, 0], [0, 1, 0, 0])
+    np.testing.assert_array_equal(mask[0, 1, :, 0], [1, 0, 0, 0])
+    # Along another axis, the groups change: axis 1 pairs the two taps.
+    mask, _ = _m_by_n(weights.astype("float32"), 1, 2, axis=1)
+    np.testing.assert_array_equal(mask[0, :, :, 0], [[0, 0, 0, 0], [1, 1, 1, 1]])
+
+
+def test_m_by_n_mask_rejects_rank_one_weights():
+    with pytest.raises(ValueError, match=r"rank 2 or more.*shape \(8,\)"):
+        m_by_n_mask(np.ones(8, "float32"), 2, 4)
+
+
+def _reference_m_by_n(weights, m, n, axis):
+    """NumPy loops: a stable sort per group keeps the lower index on ties."""
+    moved = np.moveaxis(np.abs(weights), axis, -1)
+    mask = np.zeros(moved.shape, bool)
+    for index in np.ndindex(moved.shape[:-1]):
+        for start in range(0, moved.shape[-1], n):
+            group = moved[index][start : start + n]
+            kept = np.argsort(-group, kind="stable")[: n - m]
+            mask[index][start + kept] = True
+    return np.moveaxis(mask, -1, axis)
+
+
+@PROPERTY_SETTINGS
+@given(
+    weights=hnp.arrays(
+        dtype=np.float32,
+        shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=9),
+        elements=st.one_of(
+            st.floats(-10, 10, allow_nan=False, width=32),
+            st.sampled_from([0.0, 1.0, -1.0]),
+        ),
+    ),
+    m_by_n=st.integers(2, 8).flatmap(
+        lambda n: st.tuples(st.integers(1, n - 1), st.just(n))
+    ),
+    axis=st.sampled_from([-2, 0, -1]),
+)
+def test_m_by_n_mask_matches_a_stable_sort_per_group(weights, m_by_n, axis):
+    m, n = m_by_n
+    mask, threshold = _m_by_n(weights, m, n, axis)
+    np.testing.assert_array_equal(mask, _reference_m_by_n(weights, m, n, axis))
+    assert threshold == np.abs(weights)[mask.astype(bool)].min()

@@ -100,7 +100,37 @@ def test_nested_models_are_pruned(rng):
             ValueError,
             "No prunable weights",
         ),
-        ({"sparsity": 0.5, "block_size": (1, 16)}, NotImplementedError, "block_size"),
+        ({}, TypeError, "`sparsity` must be a float.*Received: sparsity=None"),
+        (
+            {"sparsity": 0.5, "block_size": (0, 16)},
+            ValueError,
+            r"`block_size` must be a tuple.*Received: block_size=\(0, 16\)",
+        ),
+        (
+            {"sparsity": 0.5, "block_pooling_type": "min"},
+            ValueError,
+            "`block_pooling_type` must be one of",
+        ),
+        (
+            {"sparsity_m_by_n": (4, 2)},
+            ValueError,
+            r"1 <= m < n.*Received: sparsity_m_by_n=\(4, 2\)",
+        ),
+        (
+            {"sparsity": 0.5, "sparsity_m_by_n": (2, 4)},
+            ValueError,
+            r"pass neither `sparsity`.*Received: sparsity=0.5",
+        ),
+        (
+            {"sparsity_m_by_n": (2, 4), "global_pruning": True},
+            ValueError,
+            "pass neither `sparsity` nor `global_pruning=True`",
+        ),
+        (
+            {"sparsity_m_by_n": (2, 4), "block_size": (2, 2)},
+            ValueError,
+            "cannot be combined",
+        ),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, error, message):
@@ -116,3 +146,65 @@ def test_rejects_wrapped_unbuilt_and_non_models():
     unbuilt = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="not built"):
         kp.prune_to_sparsity(unbuilt, 0.5)
+
+
+def _blocks_kept(kernel, block_size):
+    """`(kept, total)` blocks of a 2-D kernel, asserting each block is all
+    zero or all nonzero."""
+    r, c = block_size
+    rows, cols = kernel.shape
+    nonzero = kernel != 0
+    corners = nonzero[::r, ::c]
+    expanded = np.repeat(np.repeat(corners, r, axis=0), c, axis=1)[:rows, :cols]
+    np.testing.assert_array_equal(nonzero, expanded)
+    return int(corners.sum()), corners.size
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_block_size_prunes_whole_blocks_of_each_kernel(rng, pooling):
+    model = _trained_like(dense_model(), rng)
+    sparse = kp.prune_to_sparsity(
+        model, 0.5, block_size=(4, 1), block_pooling_type=pooling
+    )
+    for layer in sparse.layers:
+        kept, total = _blocks_kept(layer.kernel.numpy(), (4, 1))
+        assert kept == num_kept(total, 0.5)
+    assert not any((layer.kernel.numpy() == 0).any() for layer in model.layers)
+
+
+def test_global_block_pruning_ranks_blocks_of_all_layers(rng):
+    model = _trained_like(dense_model(), rng)
+    sparse = kp.prune_to_sparsity(model, 0.6, global_pruning=True, block_size=(2, 1))
+    counts = [_blocks_kept(layer.kernel.numpy(), (2, 1)) for layer in sparse.layers]
+    total = sum(t for _, t in counts)
+    assert sum(k for k, _ in counts) == num_kept(total, 0.6)
+    first, second = (1 - k / t for k, t in counts)
+    assert first > 0.6 > second  # the small-magnitude layer gives up more
+
+
+def test_m_by_n_keeps_n_minus_m_of_every_group_of_inputs(rng):
+    model = _trained_like(dense_model(), rng)
+    sparse = kp.prune_to_sparsity(model, sparsity_m_by_n=(2, 4))
+    for source, layer in zip(model.layers, sparse.layers, strict=True):
+        kernel, original = layer.kernel.numpy(), np.abs(source.kernel.numpy())
+        groups = (kernel != 0).T.reshape(kernel.shape[1], -1, 4)
+        assert (groups.sum(axis=-1) == 2).all()
+        # The two largest of each group survive.
+        ranked = np.sort(original.T.reshape(kernel.shape[1], -1, 4), axis=-1)
+        kept = np.sort(np.abs(kernel.T).reshape(kernel.shape[1], -1, 4), axis=-1)
+        np.testing.assert_array_equal(kept[..., 2:], ranked[..., 2:])
+
+
+def test_m_by_n_names_an_unsupported_selected_layer():
+    model = keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(10, 8, name="embed"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+        ]
+    )
+    with pytest.raises(ValueError, match="'embed' of class Embedding is not one of"):
+        kp.prune_to_sparsity(model, sparsity_m_by_n=(2, 4))
+    sparse = kp.prune_to_sparsity(model, sparsity_m_by_n=(1, 2), layers="dense")
+    assert [r.sparsity for r in kp.sparsity_report(sparse)] == [0.0, 0.5]

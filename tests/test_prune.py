@@ -167,9 +167,32 @@ def test_empty_list_and_model_kwargs_are_rejected():
         kp.prune_low_magnitude(dense_model(), name="x")
 
 
-def test_unimplemented_options_raise_not_implemented():
-    with pytest.raises(NotImplementedError, match="sparsity_m_by_n"):
-        kp.prune_low_magnitude(dense_model(), sparsity_m_by_n=(2, 4))
+def test_block_and_m_by_n_settings_reach_every_wrapper():
+    pruned = kp.prune_low_magnitude(
+        dense_model(), block_size=(4, 1), block_pooling_type="MAX"
+    )
+    assert [
+        (w.block_size, w.block_pooling_type) for w in kp.pruning_wrappers(pruned)
+    ] == [((4, 1), "max")] * 2
+    pruned = kp.prune_low_magnitude(dense_model(), sparsity_m_by_n=(2, 4))
+    assert [w.sparsity_m_by_n for w in kp.pruning_wrappers(pruned)] == [(2, 4)] * 2
+
+
+def test_m_by_n_model_with_other_layers_names_them_and_layers_selects_around():
+    model = keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(10, 8, name="embed"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    with pytest.raises(ValueError, match="'embed' of class Embedding is not one of"):
+        kp.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+    pruned = kp.prune_low_magnitude(
+        model, sparsity_m_by_n=(2, 4), layers=keras.layers.Dense
+    )
+    assert [w.layer.name for w in kp.pruning_wrappers(pruned)] == ["head"]
 
 
 def test_unsupported_layer_in_model_names_it():

@@ -450,3 +450,26 @@ def test_pruning_does_not_patch_methods_onto_user_layers():
     kp.prune_low_magnitude(model)
     for layer in (dense, lstm):
         assert not hasattr(layer, "get_prunable_weights")
+
+
+@pytest.mark.parametrize(
+    ("make_layer", "axis"),
+    [
+        (lambda: layers.Dense(3), -2),
+        (lambda: layers.Conv1D(3, 2), -2),
+        (lambda: layers.Conv2D(3, 2), -2),
+        (lambda: layers.Conv3D(3, 2), -2),
+        (lambda: layers.EinsumDense("ab,bc->ac", 3), -2),
+        (lambda: layers.EinsumDense("ab,cb->ac", 3), -1),
+        (lambda: layers.EinsumDense("abc,cde->abde", (None, 2, 3)), -3),
+        (lambda: layers.EinsumDense("abcd,cde->abe", (None, 3)), -2),
+        (lambda: layers.EinsumDense("...b,bc->...c", 3), -2),
+        (lambda: layers.EinsumDense("ab,bc->abc", (2, 3)), None),
+        (lambda: layers.Conv2DTranspose(3, 2), None),
+        (lambda: layers.SeparableConv2D(3, 2), None),
+        (lambda: layers.Embedding(5, 3), None),
+        (lambda: layers.LSTM(3), None),
+    ],
+)
+def test_input_channel_axis(make_layer, axis):
+    assert registry.input_channel_axis(make_layer()) == axis

@@ -156,3 +156,80 @@ def test_prune_scope_is_accepted_for_migration(tmp_path):
     with kp.sparsity.keras.prune_scope():
         loaded = keras.models.load_model(tmp_path / "m.keras")
     assert len(kp.pruning_wrappers(loaded)) == 2
+
+
+def test_block_size_and_m_by_n_survive_a_fresh_process(tmp_path):
+    # TFMOT's get_config leaves sparsity_m_by_n out: a reloaded TFMOT model
+    # prunes unstructured. Ours reloads both settings, masks, and keeps the
+    # m-by-n mask through more training.
+    schedule = kp.ConstantSparsity(0.5, 0, frequency=2)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            kp.PruneLowMagnitude(
+                keras.layers.Dense(16, activation="relu"),
+                schedule,
+                sparsity_m_by_n=(2, 4),
+            ),
+            kp.PruneLowMagnitude(
+                keras.layers.Dense(3),
+                schedule,
+                block_size=(4, 1),
+                block_pooling_type="max",
+            ),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    x, y = _data(40)
+    model.fit(
+        x[:16], y[:16], batch_size=4, verbose=0, callbacks=[kp.UpdatePruningStep()]
+    )
+    path = tmp_path / "structured.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x[16:])
+    np.save(tmp_path / "y.npy", y[16:])
+    masks = [keras.ops.convert_to_numpy(w.masks[0]) for w in kp.pruning_wrappers(model)]
+    script = textwrap.dedent(
+        f"""
+        import json, os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import keras, numpy as np
+        import keras_pruning
+        model = keras.models.load_model({str(path)!r})
+        wrappers = keras_pruning.pruning_wrappers(model)
+        loaded = [keras.ops.convert_to_numpy(w.masks[0]).tolist() for w in wrappers]
+        model.fit(np.load({str(tmp_path / "x.npy")!r}), np.load({str(tmp_path / "y.npy")!r}),
+                  batch_size=4, verbose=0, callbacks=[keras_pruning.UpdatePruningStep()])
+        print(json.dumps({{
+            "settings": [[type(w.sparsity_m_by_n).__name__, w.sparsity_m_by_n,
+                          type(w.block_size).__name__, w.block_size,
+                          w.block_pooling_type] for w in wrappers],
+            "loaded": loaded,
+            "trained": [keras.ops.convert_to_numpy(w.masks[0]).tolist() for w in wrappers],
+            "steps": [w.pruning_step for w in wrappers],
+        }}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["settings"] == [
+        ["tuple", [2, 4], "tuple", [1, 1], "avg"],
+        ["NoneType", None, "tuple", [4, 1], "max"],
+    ]
+    assert report["steps"] == [10, 10]
+    for mask, loaded in zip(masks, report["loaded"], strict=True):
+        np.testing.assert_array_equal(np.array(loaded), mask)
+    # The m-by-n mask stays as it was; the block mask keeps its blocks.
+    np.testing.assert_array_equal(np.array(report["trained"][0]), masks[0])
+    groups = np.array(report["trained"][0]).T.reshape(16, 2, 4)
+    assert (groups.sum(axis=-1) == 2).all()
+    blocks = np.array(report["trained"][1]).reshape(4, 4, 3)
+    assert (blocks.all(axis=1) | ~blocks.any(axis=1)).all()
+    assert blocks.any(axis=1).sum() == 6  # 6 of 12 blocks

@@ -10,7 +10,10 @@ this process meanwhile.
 What we promise to match: the schedules' `(should_prune, sparsity)` at every
 step (except that ours also prune at `end_step` when TFMOT's grid misses it),
 the first training batch being step 1, and, after training with a zero
-learning rate from identical weights, every mask, threshold and pruning step.
+learning rate from identical weights, every mask, threshold and pruning step;
+with `block_size`, every block mask (thresholds to float rounding) wherever
+each kernel axis is a multiple of the block or one short of one; with
+`sparsity_m_by_n`, every mask (TFMOT's threshold is a placeholder 999).
 """
 
 import json
@@ -157,6 +160,18 @@ ARCHITECTURES = {
     # Kernels of 6 and 10 weights: at sparsity 0.25 they keep round(4.5) = 4
     # and round(7.5) = 8 weights (half-to-even).
     "tiny": ((3,), [["Dense", {"units": 2}], ["Dense", {"units": 5}]]),
+    # Kernels (9, 7) and (7, 5): every axis one short of a multiple of 2.
+    "odd": (
+        (9,),
+        [["Dense", {"units": 7, "activation": "relu"}], ["Dense", {"units": 5}]],
+    ),
+    # Kernels (32, 32) and (32, 10): two 16-input blocks per output.
+    "wide": (
+        (32,),
+        [["Dense", {"units": 32, "activation": "relu"}], ["Dense", {"units": 10}]],
+    ),
+    # A (5, 6) kernel: 5 inputs are 3 short of two 4-input blocks.
+    "short": ((5,), [["Dense", {"units": 6}]]),
 }
 
 CONSTANT = (
@@ -200,6 +215,29 @@ MATCHING_TRAININGS = {
         1,
         1,
     ),
+    "mlp_block_4x2_avg": ("mlp", POLYNOMIAL, 23, 1),
+    "odd_block_2x2_avg_partial": ("odd", CONSTANT, 23, 1),
+    "odd_block_2x2_max_partial": ("odd", CONSTANT, 23, 1),
+    "wide_block_16x1": ("wide", POLYNOMIAL, 23, 1),
+    # TFMOT computes m-by-n masks once, at step 1; ours at the schedule's
+    # updates (3, 7, ...), ignoring its sparsity 0.6. With lr = 0 both agree.
+    "mlp_m_by_n_2_4": ("mlp", CONSTANT, 23, 1),
+    # The conv kernel has 3 input channels: one short group of 4.
+    "cnn_m_by_n_2_4": ("cnn", CONSTANT, 23, 1),
+    # 20 and 32 inputs: each ends with a short group of 2.
+    "mlp_m_by_n_1_3": ("mlp", CONSTANT, 23, 1),
+}
+# TFMOT's prune_low_magnitude arguments of the structured cases (ours take
+# the same; "AVG"/"MAX" are TFMOT's spellings).
+PRUNE_KWARGS = {
+    "mlp_block_4x2_avg": {"block_size": [4, 2], "block_pooling_type": "AVG"},
+    "odd_block_2x2_avg_partial": {"block_size": [2, 2], "block_pooling_type": "AVG"},
+    "odd_block_2x2_max_partial": {"block_size": [2, 2], "block_pooling_type": "MAX"},
+    "wide_block_16x1": {"block_size": [16, 1]},
+    "mlp_m_by_n_2_4": {"sparsity_m_by_n": [2, 4]},
+    "cnn_m_by_n_2_4": {"sparsity_m_by_n": [2, 4]},
+    "mlp_m_by_n_1_3": {"sparsity_m_by_n": [1, 3]},
+    "short_block_4x1_shifted": {"block_size": [4, 1]},
 }
 # The documented difference in training: end_step 23 is off TFMOT's grid
 # (0, 10, 20), so TFMOT stops at step 20's sparsity and ours reach 0.8 at 23.
@@ -217,6 +255,13 @@ OFF_GRID_SCHEDULE = (
 TRAININGS = {
     **MATCHING_TRAININGS,
     "mlp_off_grid_end": ("mlp", OFF_GRID_SCHEDULE, 23, 1),
+    # The documented block difference: 5 rows in blocks of 4.
+    "short_block_4x1_shifted": (
+        "short",
+        ("ConstantSparsity", {"target_sparsity": 0.5, "begin_step": 1, "frequency": 1}),
+        1,
+        1,
+    ),
 }
 BATCH_SIZE = 8
 KERNEL_SIZES = {"mlp": (20 * 32, 32 * 10), "cnn": (3 * 3 * 3 * 4, 6 * 6 * 4 * 10)}
@@ -274,7 +319,11 @@ def train_ours(training_id, weights, data):
         layer.set_weights(
             [weights[f"layer{i}_w{j}"] for j in range(len(layer.weights))]
         )
-    pruned = kp.prune_low_magnitude(model, pruning_schedule=make_schedule(schedule))
+    pruned = kp.prune_low_magnitude(
+        model,
+        pruning_schedule=make_schedule(schedule),
+        **PRUNE_KWARGS.get(training_id, {}),
+    )
     pruned.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -340,6 +389,7 @@ def run_cases(folder):
                 "weights": str(folder / f"{training_id}_weights.npz"),
                 "data": str(folder / f"{training_id}_data.npz"),
                 "out": str(folder / f"{training_id}_tfmot.npz"),
+                "prune_kwargs": PRUNE_KWARGS.get(training_id, {}),
             }
         )
     spec_path = folder / "spec.json"
@@ -399,7 +449,8 @@ def results(tmp_path_factory):
 
     Returns `{"tfmot_schedules": {id: [[should_prune, sparsity], ...]},
     "tfmot": {id: {key: array}}, "ours": {id: {key: array}},
-    "ours_meta": {id: {"warnings": [...], "error": ...}}}`.
+    "ours_meta": {id: {"warnings": [...], "error": ...}}, "folder": the
+    folder of the inputs}`.
     """
     if os.environ.get("PYTEST_XDIST_WORKER") and fcntl is not None:
         folder = tmp_path_factory.getbasetemp().parent / "tfmot_parity"
@@ -422,6 +473,7 @@ def results(tmp_path_factory):
             if meta[i]["error"] is None
         },
         "ours_meta": meta,
+        "folder": folder,
     }
 
 
@@ -445,8 +497,13 @@ def assert_same_structure(ours, theirs):
         assert value.shape == theirs[key].shape, key
 
 
-def assert_matches_tfmot(ours, theirs):
-    """Every mask, zero count, threshold, trained weight and pruning step."""
+def assert_matches_tfmot(ours, theirs, training_id=None):
+    """Every mask, zero count, threshold, trained weight and pruning step.
+
+    Block thresholds are pooled means, summed in another order than TF's
+    pooling: equal to float rounding. TFMOT's m-by-n threshold is a constant
+    999; ours is the smallest kept magnitude."""
+    kwargs = PRUNE_KWARGS.get(training_id, {})
     assert_same_structure(ours, theirs)
     for i, num_masks in enumerate(ours["num_masks"].tolist()):
         assert int(ours[f"step_{i}"]) == int(theirs[f"step_{i}"])
@@ -456,11 +513,19 @@ def assert_matches_tfmot(ours, theirs):
             assert set(np.unique(their_mask).tolist()) <= {0.0, 1.0}
             np.testing.assert_array_equal(mask, their_mask.astype(bool))
             assert int((~mask).sum()) == int((their_mask == 0).sum())
-            np.testing.assert_array_equal(
-                ours[f"threshold_{i}_{j}"], theirs[f"threshold_{i}_{j}"]
+            threshold, their_threshold = (
+                ours[f"threshold_{i}_{j}"],
+                theirs[f"threshold_{i}_{j}"],
             )
-            # With lr = 0 the trained weights are the masked initial weights.
             weight = ours[f"weight_{i}_{j}"]
+            if "sparsity_m_by_n" in kwargs:
+                assert their_threshold == 999.0
+                assert threshold == np.abs(weight[mask]).min()
+            elif "block_size" in kwargs:
+                np.testing.assert_allclose(threshold, their_threshold, rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(threshold, their_threshold)
+            # With lr = 0 the trained weights are the masked initial weights.
             np.testing.assert_array_equal(weight, theirs[f"weight_{i}_{j}"])
             assert int((weight == 0).sum()) == int((~mask).sum())
 
@@ -545,7 +610,7 @@ def test_tfmot_misses_final_sparsity_ours_reach_it(results):
 def test_masks_match_tfmot(results, training_id):
     ours, _, theirs = get_case(results, training_id)
     _, _, steps_per_epoch, epochs = TRAININGS[training_id]
-    assert_matches_tfmot(ours, theirs)
+    assert_matches_tfmot(ours, theirs, training_id)
     for i in range(len(ours["num_masks"])):
         assert int(ours[f"step_{i}"]) == steps_per_epoch * epochs
 
@@ -615,3 +680,80 @@ def test_ours_reach_final_sparsity_at_off_grid_end_step(results):
         mask, their_mask = ours[f"mask_{i}_0"], theirs[f"mask_{i}_0"].astype(bool)
         assert int(their_mask.sum()) > int(mask.sum())
         assert not (mask & ~their_mask).any()
+
+
+# ---------------------------------------------------------------------------
+# 4. Block and m-by-n masks
+
+
+def _block_counts(mask, block_size):
+    """`(kept, total)` blocks of a 2-D mask, asserting it is block-constant."""
+    r, c = block_size
+    corners = mask[::r, ::c]
+    expanded = np.repeat(np.repeat(corners, r, axis=0), c, axis=1)
+    np.testing.assert_array_equal(mask, expanded[: mask.shape[0], : mask.shape[1]])
+    return int(corners.sum()), corners.size
+
+
+@pytest.mark.parametrize(
+    ("training_id", "sparsity"),
+    [
+        ("mlp_block_4x2_avg", 0.8),
+        ("odd_block_2x2_avg_partial", 0.6),
+        ("odd_block_2x2_max_partial", 0.6),
+        ("wide_block_16x1", 0.8),
+    ],
+)
+def test_block_masks_keep_num_kept_blocks(results, training_id, sparsity):
+    ours, _, theirs = get_case(results, training_id)
+    block_size = PRUNE_KWARGS[training_id]["block_size"]
+    for i in range(len(ours["num_masks"])):
+        kept, total = _block_counts(ours[f"mask_{i}_0"], block_size)
+        assert kept == num_kept(total, sparsity)
+        assert _block_counts(theirs[f"mask_{i}_0"].astype(bool), block_size) == (
+            kept,
+            total,
+        )
+
+
+@pytest.mark.parametrize(
+    ("training_id", "m_by_n"),
+    [
+        ("mlp_m_by_n_2_4", (2, 4)),
+        ("cnn_m_by_n_2_4", (2, 4)),
+        ("mlp_m_by_n_1_3", (1, 3)),
+    ],
+)
+def test_m_by_n_masks_keep_n_minus_m_of_each_input_group(results, training_id, m_by_n):
+    m, n = m_by_n
+    ours, _, _ = get_case(results, training_id)
+    for i in range(len(ours["num_masks"])):
+        mask = np.moveaxis(ours[f"mask_{i}_0"], -2, -1)
+        length = mask.shape[-1]
+        for start in range(0, length, n):
+            kept = mask[..., start : start + n].sum(axis=-1)
+            assert (kept == min(n - m, length - start)).all()
+
+
+def test_tfmot_scores_shifted_blocks_when_padding_exceeds_one(results):
+    """A (5, 6) kernel in (4, 1) blocks: both libraries mask rows 0-3 and row
+    4 of each output as blocks. Ours score those blocks; TFMOT's SAME pooling
+    pads one row before and two after, so it scores rows 0-2 and 3-4."""
+    ours, _, theirs = get_case(results, "short_block_4x1_shifted")
+    with np.load(results["folder"] / "short_block_4x1_shifted_weights.npz") as weights:
+        kernel = np.abs(weights["layer0_w0"])
+
+    def kept_blocks(first, second):
+        scores = np.stack([first.mean(axis=0), second.mean(axis=0)])
+        best = np.argsort(-scores, axis=None)[: num_kept(scores.size, 0.5)]
+        kept = np.zeros(scores.size, bool)
+        kept[best] = True
+        return kept.reshape(scores.shape)
+
+    for mask, first, second in (
+        (ours["mask_0_0"], kernel[:4], kernel[4:]),
+        (theirs["mask_0_0"].astype(bool), kernel[:3], kernel[3:]),
+    ):
+        _block_counts(mask, (4, 1))
+        np.testing.assert_array_equal(mask[[0, 4]], kept_blocks(first, second))
+    assert (ours["mask_0_0"] != theirs["mask_0_0"].astype(bool)).any()

@@ -9,6 +9,7 @@ import pytest
 from keras import layers
 
 import keras_pruning as kp
+from keras_pruning.masks import num_kept
 
 EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
 
@@ -513,18 +514,239 @@ def test_block_size_validation():
         with pytest.raises(TypeError, match="`block_size` must be a tuple"):
             kp.PruneLowMagnitude(layers.Dense(2), block_size=bad)
     for bad in ((0, 1), (1, 0), (-1, 2)):
-        with pytest.raises(ValueError, match="`block_size` must be a tuple"):
+        with pytest.raises(
+            ValueError, match=r"`block_size` must be a tuple.*Received: block_size="
+        ):
             kp.PruneLowMagnitude(layers.Dense(2), block_size=bad)
-    with pytest.raises(NotImplementedError, match=r"block_size=\(2, 2\)"):
-        kp.PruneLowMagnitude(layers.Dense(2), block_size=(2, 2))
-    wrapper = kp.PruneLowMagnitude(layers.Dense(2), block_size=[1, 1])
-    assert wrapper.block_size == (1, 1)
+    assert kp.PruneLowMagnitude(layers.Dense(2), block_size=[1, 1]).block_size == (1, 1)
+    assert kp.PruneLowMagnitude(layers.Dense(2), block_size=[16, 1]).block_size == (
+        16,
+        1,
+    )
 
 
-def test_sparsity_m_by_n_is_not_implemented():
-    # TFMOT's testConv3DWeightNotPrunedWithSparsityMbyN, until m-by-n lands.
-    with pytest.raises(NotImplementedError, match=r"sparsity_m_by_n=\(2, 4\)"):
-        kp.PruneLowMagnitude(layers.Conv3D(2, 3), sparsity_m_by_n=(2, 4))
+M_BY_N_MESSAGE = r"`sparsity_m_by_n` must be None or a pair \(m, n\).*1 <= m < n"
+
+
+@pytest.mark.parametrize("bad", ["2:4", 2, (2,), (2, 4, 8), (2.0, 4), (True, 4)])
+def test_sparsity_m_by_n_must_be_a_pair_of_integers(bad):
+    with pytest.raises(
+        TypeError, match=M_BY_N_MESSAGE + ".*Received: sparsity_m_by_n="
+    ):
+        kp.PruneLowMagnitude(layers.Dense(2), sparsity_m_by_n=bad)
+
+
+@pytest.mark.parametrize("bad", [(0, 4), (4, 4), (5, 4), (-1, 2)])
+def test_sparsity_m_by_n_needs_one_to_n_minus_one_zeros(bad):
+    with pytest.raises(
+        ValueError,
+        match=M_BY_N_MESSAGE + f".*Received: sparsity_m_by_n={re.escape(str(bad))}",
+    ):
+        kp.PruneLowMagnitude(layers.Dense(2), sparsity_m_by_n=bad)
+
+
+def test_sparsity_m_by_n_is_stored_as_a_tuple():
+    wrapper = kp.PruneLowMagnitude(layers.Dense(2), sparsity_m_by_n=[1, 3])
+    assert wrapper.sparsity_m_by_n == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        lambda: layers.Embedding(10, 4, name="odd"),
+        lambda: layers.LSTM(4, name="odd"),
+        lambda: layers.Conv2DTranspose(4, 3, name="odd"),
+        lambda: layers.SeparableConv2D(4, 3, name="odd"),
+        lambda: layers.MultiHeadAttention(2, 4, name="odd"),
+    ],
+)
+def test_m_by_n_on_a_layer_without_input_channels_names_it(make_layer):
+    layer = make_layer()
+    with pytest.raises(
+        ValueError,
+        match=rf"Dense, EinsumDense, Conv1D, Conv2D, Conv3D.*Layer 'odd' of class "
+        rf"{type(layer).__name__} is not one of them.*"
+        r"Received: sparsity_m_by_n=\(2, 4\)",
+    ):
+        kp.PruneLowMagnitude(layer, sparsity_m_by_n=(2, 4))
+
+
+def test_m_by_n_and_block_size_cannot_be_combined():
+    with pytest.raises(
+        ValueError,
+        match=r"cannot be combined.*Received: sparsity_m_by_n=\(2, 4\), "
+        r"block_size=\(2, 1\)",
+    ):
+        kp.PruneLowMagnitude(layers.Dense(2), block_size=(2, 1), sparsity_m_by_n=(2, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "received"),
+    [
+        ({"block_size": (2, 1)}, r"block_size=\(2, 1\)"),
+        ({"sparsity_m_by_n": (2, 4)}, r"sparsity_m_by_n=\(2, 4\)"),
+    ],
+)
+def test_block_and_m_by_n_masks_need_rank_two_weights(kwargs, received):
+    # TFMOT's block masks refuse anything but rank 2; biases have rank 1.
+    class BiasPruned(layers.Dense, kp.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.kernel, self.bias]
+
+    wrapper = kp.PruneLowMagnitude(BiasPruned(3, name="head"), **kwargs)
+    with pytest.raises(
+        ValueError,
+        match=rf"head/bias' of layer 'head' has shape \(3,\).*rank 2 or more"
+        rf".*Received: {received}",
+    ):
+        wrapper.build((None, 4))
+
+
+def test_config_round_trip_keeps_block_size_and_m_by_n():
+    for kwargs in ({"block_size": (16, 1)}, {"sparsity_m_by_n": (2, 4)}):
+        wrapper = kp.PruneLowMagnitude(layers.Dense(3), **kwargs)
+        config = _as_json(wrapper.get_config())
+        restored = kp.PruneLowMagnitude.from_config(config)
+        for name, value in kwargs.items():
+            assert getattr(restored, name) == value
+            assert isinstance(getattr(restored, name), tuple)
+        assert _as_json(restored.get_config()) == config
+
+
+# --- Block and m-by-n masks -----------------------------------------------------
+
+
+def _assert_block_structure(mask, block_size):
+    """`mask` is constant over every `r x c` block of its last two axes."""
+    r, c = block_size
+    rows, cols = mask.shape[-2:]
+    flat = mask.reshape(-1, rows, cols)
+    corners = np.repeat(np.repeat(flat[:, ::r, ::c], r, axis=1), c, axis=2)
+    np.testing.assert_array_equal(flat, corners[:, :rows, :cols])
+
+
+def _assert_m_by_n(values, m, n, axis=-2):
+    """Every group of `n` consecutive entries along `axis` has at most `n - m`
+    nonzeros, and a full group exactly `n - m` (for a mask)."""
+    moved = np.moveaxis(values != 0, axis, -1)
+    length = moved.shape[-1]
+    full = moved[..., : length - length % n].reshape(*moved.shape[:-1], -1, n)
+    assert (full.sum(axis=-1) <= n - m).all()
+    return full.sum(axis=-1)
+
+
+def test_update_masks_prunes_blocks(rng):
+    wrapper = kp.PruneLowMagnitude(layers.Dense(4), block_size=(2, 2))
+    wrapper.build((None, 6))
+    wrapper.layer.kernel.assign(rng.normal(size=(6, 4)).astype("float32"))
+    wrapper.update_masks(0.5)
+    mask = _np(wrapper.masks[0])
+    _assert_block_structure(mask, (2, 2))
+    assert mask.sum() == 12  # 3 of 6 blocks
+    np.testing.assert_array_equal(_np(wrapper.layer.kernel) != 0, mask)
+
+
+def test_update_masks_m_by_n_ignores_the_sparsity(rng):
+    # Conv3D kernels (rank 5), which TFMOT refuses, group along axis -2.
+    wrapper = kp.PruneLowMagnitude(layers.Conv3D(3, 2), sparsity_m_by_n=(2, 4))
+    wrapper.build((None, 4, 4, 4, 8))
+    wrapper.layer.kernel.assign(rng.normal(size=(2, 2, 2, 8, 3)).astype("float32"))
+    for sparsity in (0.0, 0.9):
+        wrapper.update_masks(sparsity)
+        mask = _np(wrapper.masks[0])
+        assert (_assert_m_by_n(mask, 2, 4) == 2).all()
+    assert _np(wrapper.thresholds[0]) == np.abs(_np(wrapper.layer.kernel))[mask].min()
+
+
+def test_einsum_dense_m_by_n_groups_the_summed_axis(rng):
+    # "abc,cde->abde": a (c, d, e) kernel summed over c, its axis 0.
+    wrapper = kp.PruneLowMagnitude(
+        layers.EinsumDense("abc,cde->abde", (None, 2, 3)), sparsity_m_by_n=(1, 2)
+    )
+    wrapper.build((None, 5, 8))
+    wrapper.update_masks(0.5)
+    assert (_assert_m_by_n(_np(wrapper.masks[0]), 1, 2, axis=0) == 1).all()
+
+
+def _fit(model, x, y, steps, **kwargs):
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    batch = len(x) // steps
+    model.fit(
+        x,
+        y,
+        batch_size=batch,
+        shuffle=False,
+        verbose=0,
+        callbacks=[kp.UpdatePruningStep()],
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("block_size", "pooling"), [((16, 1), "avg"), ((4, 2), "max"), ((3, 3), "AVG")]
+)
+def test_fit_prunes_dense_and_conv_blocks_and_strip_keeps_them(
+    rng, block_size, pooling
+):
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            layers.Conv2D(8, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(20, activation="relu"),
+            layers.Dense(2),
+        ]
+    )
+    schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
+    pruned = kp.prune_low_magnitude(
+        model, schedule, block_size=block_size, block_pooling_type=pooling
+    )
+    x = rng.normal(size=(40, 6, 6, 3)).astype("float32")
+    y = rng.normal(size=(40, 2)).astype("float32")
+    _fit(pruned, x, y, steps=10)
+    masks = [_np(w.masks[0]) for w in kp.pruning_wrappers(pruned)]
+    stripped = kp.strip_pruning(pruned)
+    r, c = block_size
+    kernels = [_np(layer.kernel) for layer in stripped.layers if layer.weights]
+    for mask, kernel in zip(masks, kernels, strict=True):
+        _assert_block_structure(mask, block_size)
+        rows, cols = mask.shape[-2:]
+        blocks = (mask.size // (rows * cols)) * -(-rows // r) * -(-cols // c)
+        kept = mask.reshape(-1, rows, cols)[:, ::r, ::c].sum()
+        assert kept == num_kept(blocks, 0.75)
+        np.testing.assert_array_equal(kernel[~mask], 0)
+        assert (kernel[mask] != 0).all()
+
+
+def test_fit_applies_m_by_n_from_begin_step_and_keeps_the_first_mask(rng):
+    inputs = keras.Input((6, 6, 8))
+    hidden = layers.Conv2D(8, 3, activation="relu")(inputs)
+    hidden = layers.EinsumDense("abcd,de->abce", (4, 4, 6))(hidden)
+    outputs = layers.Dense(2)(layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    # The schedule's sparsity (0.9) is ignored; updates at steps 3, 5, 7, 9.
+    schedule = kp.ConstantSparsity(0.9, begin_step=3, frequency=2)
+    pruned = kp.prune_low_magnitude(model, schedule, sparsity_m_by_n=(2, 4))
+    wrappers = kp.pruning_wrappers(pruned)
+    assert [kp.registry.input_channel_axis(w.layer) for w in wrappers] == [-2] * 3
+    x = rng.normal(size=(40, 6, 6, 8)).astype("float32")
+    y = rng.normal(size=(40, 2)).astype("float32")
+    with pytest.warns(UserWarning, match="at pruning step 2 without any mask update"):
+        _fit(pruned, x[:8], y[:8], steps=2)
+    assert all(_np(w.masks[0]).all() for w in wrappers)  # step 2 < begin_step
+    _fit(pruned, x[8:12], y[8:12], steps=1)
+    first = [_np(w.masks[0]) for w in wrappers]
+    _fit(pruned, x[12:], y[12:], steps=7)
+    assert wrappers[0].pruning_step == 10
+    stripped = kp.strip_pruning(pruned)
+    kernels = [_np(layer.kernel) for layer in stripped.layers if layer.weights]
+    for mask, kept, kernel in zip(
+        first, (w.masks[0] for w in wrappers), kernels, strict=True
+    ):
+        np.testing.assert_array_equal(_np(kept), mask)
+        assert (_assert_m_by_n(mask, 2, 4) == 2).all()
+        _assert_m_by_n(kernel, 2, 4)
+        np.testing.assert_array_equal(kernel[~mask], 0)
 
 
 def test_block_pooling_type_accepts_both_spellings_only():

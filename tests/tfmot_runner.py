@@ -14,7 +14,8 @@ script once per module and exchanges data through files:
   "batch_size", "epochs", "data", "weights", "out"}`. A Sequential tf_keras
   model is built from `layers` (`[class_name, kwargs]` pairs), its layers with
   weights receive `weights` (`layer{i}_w{j}` in the npz, in the order of the
-  layers that have weights), it is pruned with `tfmot.sparsity.keras`, compiled
+  layers that have weights), it is pruned with `tfmot.sparsity.keras` (with
+  the optional `"prune_kwargs"`, such as `block_size`), compiled
   with SGD(learning_rate=0.0) and fitted with `UpdatePruningStep` on `data`
   (`x`, `y`). `out` (npz) receives, for the i-th pruning wrapper and its j-th
   pruned weight: `mask_{i}_{j}` (float 0/1), `threshold_{i}_{j}`,
@@ -70,7 +71,9 @@ def train(spec):
                 [weights[f"layer{i}_w{j}"] for j in range(len(layer.weights))]
             )
     pruned = sparsity.prune_low_magnitude(
-        model, pruning_schedule=make_schedule(spec["schedule"])
+        model,
+        pruning_schedule=make_schedule(spec["schedule"]),
+        **spec.get("prune_kwargs", {}),
     )
     pruned.compile(
         optimizer=tf_keras.optimizers.SGD(learning_rate=0.0),

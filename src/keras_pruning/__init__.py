@@ -6,7 +6,12 @@ files load with `keras.models.load_model` and no custom objects.
 
 from keras_pruning.callbacks import PruningSummaries, UpdatePruningStep
 from keras_pruning.cost import LayerCost, compare_cost, model_cost
-from keras_pruning.masks import global_magnitude_masks, magnitude_mask
+from keras_pruning.masks import (
+    block_magnitude_mask,
+    global_magnitude_masks,
+    m_by_n_mask,
+    magnitude_mask,
+)
 from keras_pruning.oneshot import prune_to_sparsity
 from keras_pruning.policy import (
     PruneForLatencyOnXNNPack,
@@ -37,11 +42,13 @@ __all__ = (
     "UpdatePruningStep",
     "WeightSparsity",
     "analysis",
+    "block_magnitude_mask",
     "compare_cost",
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",
     "lottery",
+    "m_by_n_mask",
     "magnitude_mask",
     "model_cost",
     "pad_for_xnnpack",

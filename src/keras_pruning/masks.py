@@ -8,7 +8,14 @@ import math
 
 from keras import ops
 
-__all__ = ("num_kept", "magnitude_mask", "global_magnitude_masks", "apply_mask")
+__all__ = (
+    "num_kept",
+    "magnitude_mask",
+    "block_magnitude_mask",
+    "m_by_n_mask",
+    "global_magnitude_masks",
+    "apply_mask",
+)
 
 MASK_DTYPE = "bool"
 _SELECT_DIRECTLY = 1 << 16  # up to this size, one top_k is cheap enough
@@ -85,27 +92,170 @@ def magnitude_mask(weights, sparsity):
     return ops.reshape(flat_mask, ops.shape(weights)), threshold
 
 
-def global_magnitude_masks(weights, sparsity):
+def _check_rank(weights, what):
+    if len(weights.shape) < 2:
+        raise ValueError(
+            f"{what} needs weights of rank 2 or more. "
+            f"Received: weights of shape {tuple(weights.shape)}"
+        )
+
+
+def _block_scores(weights, block_size, pooling):
+    """`(L, R, C)` scores of the `r x c` blocks tiling the last two axes of
+    `weights` (`L` = product of the leading axes): the mean or max `|w|` of
+    each block's real weights. `|w|` itself for `(1, 1)`."""
+    magnitudes = ops.abs(ops.cast(weights, "float32"))
+    r, c = block_size
+    if (r, c) == (1, 1):
+        return magnitudes
+    _check_rank(weights, f"A block mask (block_size={(r, c)})")
+    rows, cols = weights.shape[-2:]
+    block_rows, block_cols = -(-rows // r), -(-cols // c)
+    padding = [[0, 0], [0, block_rows * r - rows], [0, block_cols * c - cols]]
+    padded = ops.pad(ops.reshape(magnitudes, (-1, rows, cols)), padding)
+    blocks = ops.reshape(padded, (-1, block_rows, r, block_cols, c))
+    if pooling == "max":  # padding zeros never exceed a magnitude
+        return ops.max(blocks, axis=(2, 4))
+    # Mean over the rows of a block, then over its columns, counting real
+    # weights only (TFMOT's factorized pooling, in the same order). A padding
+    # column has no rows: it divides 0 by 1 and adds nothing.
+    valid = ops.reshape(
+        ops.pad(ops.ones((1, rows, cols)), padding), (1, block_rows, r, block_cols, c)
+    )
+    row_means = ops.sum(blocks, axis=2) / ops.maximum(ops.sum(valid, axis=2), 1)
+    return ops.sum(row_means, axis=3) / ops.sum(valid[:, :, 0], axis=3)
+
+
+def _expand_blocks(block_mask, block_size, shape):
+    """Repeats each entry of an `(L, R, C)` block mask over its block, and
+    crops it to `shape`."""
+    r, c = block_size
+    if (r, c) == (1, 1):
+        return block_mask
+    mask = ops.repeat(ops.repeat(block_mask, r, axis=1), c, axis=2)
+    return ops.reshape(mask[:, : shape[-2], : shape[-1]], shape)
+
+
+def block_magnitude_mask(weights, sparsity, block_size, pooling="avg"):
+    """Keeps the `r x c` blocks of largest pooled magnitude.
+
+    The last two axes of `weights` (`(input, output)` for a Dense kernel, and
+    `(in, out)` at each spatial position of a convolution kernel) are tiled
+    with `r x c` blocks from index 0; the last block of an axis that is not a
+    multiple of the block is cut short. Each block scores the mean (`"avg"`)
+    or the max (`"max"`) of its own `|w|`, and the
+    `k = max(round(B * (1 - sparsity)), 1)` best of the `B` blocks are kept
+    (`magnitude_mask` on the scores). The mask is constant over each block.
+
+    Args:
+        weights: a tensor of rank 2 or more.
+        sparsity: a Python float in [0, 1): the fraction of blocks to prune.
+        block_size: `(r, c)`, positive integers. `(1, 1)` is `magnitude_mask`.
+        pooling: `"avg"` or `"max"`. Defaults to `"avg"`.
+
+    Returns:
+        `(mask, threshold)`: a boolean mask of `weights`' shape, and the
+        smallest kept block score.
+
+    Raises:
+        ValueError: if `weights` has rank 1 and `block_size` is not `(1, 1)`.
+
+    Examples:
+        >>> w = np.arange(1.0, 9.0).reshape(4, 2)    # (input, output)
+        >>> mask, _ = block_magnitude_mask(w, 0.5, (2, 1))
+        >>> ops.convert_to_numpy(mask).T.astype(int)
+        array([[0, 0, 1, 1],
+               [0, 0, 1, 1]])
+    """
+    scores = _block_scores(weights, block_size, pooling)
+    block_mask, threshold = magnitude_mask(scores, sparsity)
+    return _expand_blocks(block_mask, block_size, tuple(weights.shape)), threshold
+
+
+def m_by_n_mask(weights, m, n, axis=-2):
+    """Prunes the `m` smallest of every `n` consecutive weights along `axis`.
+
+    TFMOT's convention: `(2, 4)` prunes 2 of every 4 weights, NVIDIA's 2:4.
+    Groups start at index 0 of `axis`; when its length is not a multiple of
+    `n`, the last group of `l < n` weights keeps `min(l, n - m)` of them (as
+    TFMOT, which pads with zeros). Ties keep the lower index.
+
+    Args:
+        weights: a tensor of rank 2 or more.
+        m: weights pruned per group, `1 <= m < n`.
+        n: group length.
+        axis: the axis groups run along. Defaults to `-2`, the input channels
+            of a Dense (`(in, out)`) or convolution (`(..., in, out)`) kernel.
+
+    Returns:
+        `(mask, threshold)`: a boolean mask of `weights`' shape, and the
+        smallest kept magnitude.
+
+    Raises:
+        ValueError: if `weights` has rank 1.
+
+    Examples:
+        >>> w = np.array([[0.1, 0.9], [-0.8, 0.2], [0.3, -0.5], [0.7, 0.4]])
+        >>> mask, _ = m_by_n_mask(w, 2, 4)               # (input, output)
+        >>> ops.convert_to_numpy(mask).T.astype(int)     # one row per output
+        array([[0, 1, 0, 1],
+               [1, 0, 1, 0]])
+    """
+    _check_rank(weights, f"An m-by-n mask ({m}, {n})")
+    magnitudes = ops.abs(ops.cast(weights, "float32"))
+    moved = ops.moveaxis(magnitudes, axis, -1)
+    length = moved.shape[-1]
+    padded = -(-length // n) * n
+    # Padding of -1 loses to every magnitude: a short group keeps its own.
+    rows = ops.pad(
+        ops.reshape(moved, (-1, length)),
+        [[0, 0], [0, padded - length]],
+        constant_values=-1.0,
+    )
+    groups = ops.reshape(rows, (-1, n))
+    # rank[g, i] = #{j : |w_j| > |w_i|, or |w_j| == |w_i| and j < i}, one j
+    # at a time: memory stays that of the weights, and ties are deterministic.
+    position = ops.arange(n)[None, :]
+    rank = ops.zeros(ops.shape(groups), "int32")
+    for j in range(n):
+        other = groups[:, j : j + 1]
+        beats = ops.logical_or(
+            other > groups, ops.logical_and(ops.equal(other, groups), j < position)
+        )
+        rank = rank + ops.cast(beats, "int32")
+    mask = ops.reshape(rank < n - m, (-1, padded))[:, :length]
+    mask = ops.moveaxis(ops.reshape(mask, moved.shape), -1, axis)
+    return mask, ops.min(ops.where(mask, magnitudes, math.inf))
+
+
+def global_magnitude_masks(weights, sparsity, block_size=(1, 1), pooling="avg"):
     """Ranks several tensors together: one threshold for all of them.
 
     Keeps the `k = num_kept(N, sparsity)` largest magnitudes among all `N`
     weights of `weights` (ties broken by position in the concatenation), so
     the overall sparsity is exactly the target while each tensor's may differ.
+    With a `block_size`, the `N` blocks of all tensors are ranked by their
+    scores instead, as in `block_magnitude_mask`.
 
     Args:
-        weights: a list of tensors of any shapes.
+        weights: a list of tensors of any shapes (rank 2 or more with a
+            `block_size`).
         sparsity: a Python float in [0, 1).
+        block_size: `(r, c)`. Defaults to `(1, 1)`: single weights.
+        pooling: `"avg"` or `"max"`, for blocks. Defaults to `"avg"`.
 
     Returns:
         `(masks, threshold)`: one boolean mask per tensor, and the smallest
-        kept magnitude.
+        kept magnitude (or block score).
     """
-    flat = [ops.reshape(ops.cast(w, "float32"), (-1,)) for w in weights]
+    scores = [_block_scores(w, block_size, pooling) for w in weights]
+    flat = [ops.reshape(s, (-1,)) for s in scores]
     mask, threshold = magnitude_mask(ops.concatenate(flat, axis=0), sparsity)
     masks, start = [], 0
-    for w, f in zip(weights, flat, strict=True):
+    for w, s, f in zip(weights, scores, flat, strict=True):
         size = int(f.shape[0])
-        masks.append(ops.reshape(mask[start : start + size], ops.shape(w)))
+        block_mask = ops.reshape(mask[start : start + size], ops.shape(s))
+        masks.append(_expand_blocks(block_mask, block_size, tuple(w.shape)))
         start += size
     return masks, threshold
 

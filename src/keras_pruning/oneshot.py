@@ -7,7 +7,12 @@ accuracy, size and speed before spending any training on it.
 import keras
 
 from keras_pruning import registry
-from keras_pruning.masks import apply_mask, global_magnitude_masks, magnitude_mask
+from keras_pruning.masks import (
+    apply_mask,
+    block_magnitude_mask,
+    global_magnitude_masks,
+    m_by_n_mask,
+)
 from keras_pruning.prune import (
     _clone_uncompiled,
     _is_graph_model,
@@ -15,6 +20,13 @@ from keras_pruning.prune import (
     pruning_wrappers,
 )
 from keras_pruning.schedules import _check_sparsity
+from keras_pruning.wrapper import (
+    _channel_axis,
+    _check_ranks,
+    _validate_block_size,
+    _validate_m_by_n,
+    _validate_pooling_type,
+)
 
 __all__ = ("prune_to_sparsity",)
 
@@ -45,40 +57,51 @@ def _selected_layers(model, copy, select):
 
 def prune_to_sparsity(
     model,
-    sparsity,
+    sparsity=None,
     *,
     global_pruning=False,
     layers=None,
     block_size=(1, 1),
+    block_pooling_type="avg",
     sparsity_m_by_n=None,
 ):
     """Returns a pruned copy of `model`: plain layers, zeros in place, no wrappers.
 
     Every prunable weight of the selected layers (see `prune_low_magnitude`
     for which weights of which layers) keeps its `k = max(round(n * (1 - s)), 1)`
-    largest magnitudes. With `global_pruning=True` they are ranked together,
-    with one threshold: the overall sparsity is exactly `sparsity` and layers
-    end at different sparsities. `model` itself is not changed.
+    largest magnitudes (or, with a `block_size`, blocks). With
+    `global_pruning=True` they are ranked together, with one threshold: the
+    overall sparsity is exactly `sparsity` and layers end at different
+    sparsities. `model` itself is not changed.
 
     Args:
         model: a built Sequential or functional `keras.Model`.
-        sparsity: the fraction of weights to prune, in [0, 1).
+        sparsity: the fraction of weights (or blocks) to prune, in [0, 1).
+            Required, except with `sparsity_m_by_n`, which sets it.
         global_pruning: rank all selected weights together. Defaults to `False`
             (each weight tensor at `sparsity`).
         layers: which layers to prune, as in `prune_low_magnitude`: a name, a
             class, a list of them, or a predicate. Defaults to `None` (all).
-        block_size: `(1, 1)` (block sparsity is not implemented yet).
-        sparsity_m_by_n: `None` (m-by-n sparsity is not implemented yet).
+        block_size: `(r, c)` blocks, as in `PruneLowMagnitude`: `(16, 1)` for
+            LiteRT's int8 sparse fully connected kernels. Defaults to `(1, 1)`.
+        block_pooling_type: `"avg"` or `"max"`, how blocks are scored.
+            Defaults to `"avg"`.
+        sparsity_m_by_n: `(m, n)`: prune the `m` smallest of every `n`
+            consecutive weights along the input channels, as in
+            `PruneLowMagnitude`; leave `sparsity` unset. Defaults to `None`.
 
     Returns:
         A new, uncompiled `keras.Model` with the same architecture.
 
     Raises:
         TypeError, ValueError: for invalid arguments, a subclassed or already
-            pruned model, or a selected layer that cannot be pruned.
+            pruned model, or a selected layer that cannot be pruned (with
+            m-by-n: any layer but Dense, EinsumDense and Conv1D/2D/3D).
 
     Examples:
         >>> sparse = prune_to_sparsity(model, 0.8, global_pruning=True)
+        >>> sparse = prune_to_sparsity(model, 0.8, block_size=(16, 1))
+        >>> sparse = prune_to_sparsity(model, sparsity_m_by_n=(2, 4))
         >>> sparse.compile(...); sparse.fit(...)   # fine-tune, then export
     """
     if not isinstance(model, keras.Model):
@@ -86,15 +109,21 @@ def prune_to_sparsity(
             "`model` must be a keras.Model. "
             f"Received: model={model!r} (of type {type(model).__name__})"
         )
-    sparsity = _check_sparsity("sparsity", sparsity)
     if not isinstance(global_pruning, bool):
         raise TypeError(
             f"`global_pruning` must be True or False. Received: global_pruning={global_pruning!r}"
         )
-    if tuple(block_size) != (1, 1) or sparsity_m_by_n is not None:
-        raise NotImplementedError(
-            "Block and m-by-n sparsity are not implemented yet. Received: "
-            f"block_size={block_size!r}, sparsity_m_by_n={sparsity_m_by_n!r}"
+    block_size = _validate_block_size(block_size)
+    pooling = _validate_pooling_type(block_pooling_type)
+    sparsity_m_by_n = _validate_m_by_n(sparsity_m_by_n)
+    if sparsity_m_by_n is None:
+        sparsity = _check_sparsity("sparsity", sparsity)
+    elif sparsity is not None or global_pruning:
+        raise ValueError(
+            "`sparsity_m_by_n` sets the sparsity of every group of n weights to "
+            "m / n: pass neither `sparsity` nor `global_pruning=True` with it. "
+            f"Received: sparsity={sparsity!r}, global_pruning={global_pruning}, "
+            f"sparsity_m_by_n={sparsity_m_by_n}"
         )
     if not _is_graph_model(model):
         raise ValueError(
@@ -115,16 +144,30 @@ def prune_to_sparsity(
     select = _selection(layers, None)
     copy = _clone_uncompiled(model)
     copy.set_weights(model.get_weights())
-    weights = [w for _, group in _selected_layers(model, copy, select) for w in group]
+    selected = _selected_layers(model, copy, select)
+    weights, axes = [], []
+    for layer, group in selected:
+        axis = _channel_axis(layer, sparsity_m_by_n, block_size)
+        _check_ranks(layer, group, block_size, sparsity_m_by_n)
+        weights += group
+        axes += [axis] * len(group)
     if not weights:
         raise ValueError(
             f"No prunable weights in the selected layers of {model.name!r}. "
             f"Received: layers={layers!r}"
         )
-    if global_pruning:
-        masks, _ = global_magnitude_masks([w.value for w in weights], sparsity)
+    values = [w.value for w in weights]
+    if sparsity_m_by_n is not None:
+        masks = [
+            m_by_n_mask(v, *sparsity_m_by_n, axis=axis)[0]
+            for v, axis in zip(values, axes, strict=True)
+        ]
+    elif global_pruning:
+        masks, _ = global_magnitude_masks(values, sparsity, block_size, pooling)
     else:
-        masks = [magnitude_mask(w.value, sparsity)[0] for w in weights]
+        masks = [
+            block_magnitude_mask(v, sparsity, block_size, pooling)[0] for v in values
+        ]
     for weight, mask in zip(weights, masks, strict=True):
         weight.assign(apply_mask(weight.value, mask))
     return copy

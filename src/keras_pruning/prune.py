@@ -88,13 +88,21 @@ def prune_low_magnitude(
             own, or a class it is an instance of), and layers matching no key
             are not pruned. Defaults to a new `ConstantSparsity(0.5, 0)` for
             each call.
-        block_size: `(1, 1)` (block sparsity is not implemented yet).
-        block_pooling_type: `"avg"` or `"max"`. Defaults to `"avg"`.
+        block_size: `(r, c)`: prune `r x c` blocks of the last two axes of
+            each weight as Keras stores it (`(input, output)` for Dense), as
+            in `PruneLowMagnitude`; `(16, 1)` gives LiteRT's int8 sparse
+            fully connected blocks. Defaults to `(1, 1)`: single weights.
+        block_pooling_type: `"avg"` or `"max"` (or TFMOT's `"AVG"`/`"MAX"`),
+            how blocks are scored. Defaults to `"avg"`.
         pruning_policy: for a model, a `PruningPolicy` such as
             `PruneForLatencyOnXNNPack()`: its `ensure_model_supports_pruning`
             runs first, and only layers it `allow_pruning`s are wrapped.
             Defaults to `None` (no policy).
-        sparsity_m_by_n: `None` (m-by-n sparsity is not implemented yet).
+        sparsity_m_by_n: `(m, n)`: prune `m` of every `n` consecutive weights
+            along the input channels (`(2, 4)` is 2:4), at the updates the
+            schedule selects, ignoring its sparsity; for Dense, EinsumDense
+            and Conv1D/2D/3D layers (select them with `layers=`). Defaults to
+            `None`.
         layers: for a model, which layers to prune: a layer name, a layer
             class, a list of names and classes, or a predicate
             `layer -> bool`. Defaults to `None`: every supported layer.

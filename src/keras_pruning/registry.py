@@ -10,7 +10,13 @@ import abc
 import keras
 from keras import layers
 
-__all__ = ("PrunableLayer", "get_prunable_weights", "is_prunable", "is_passthrough")
+__all__ = (
+    "PrunableLayer",
+    "get_prunable_weights",
+    "is_prunable",
+    "is_passthrough",
+    "input_channel_axis",
+)
 
 
 class PrunableLayer(abc.ABC):
@@ -106,6 +112,16 @@ if hasattr(layers, "RMSNormalization"):
 
 SUPPORTED_LAYERS = tuple(t.__name__ for types, _ in _PRUNABLE for t in types)
 
+# Layers whose kernels have a known input-channel axis (for m-by-n sparsity).
+_CHANNEL_LAYERS = (
+    layers.Dense,
+    layers.EinsumDense,
+    layers.Conv1D,
+    layers.Conv2D,
+    layers.Conv3D,
+)
+CHANNEL_AXIS_LAYERS = tuple(t.__name__ for t in _CHANNEL_LAYERS)
+
 
 def get_prunable_weights(layer):
     """Returns the variables of `layer` that pruning masks.
@@ -128,6 +144,33 @@ def get_prunable_weights(layer):
         getter = next(g for types, g in _PRUNABLE if isinstance(layer, types))
         return getter(layer)
     raise ValueError(_unsupported_message(layer))
+
+
+def input_channel_axis(layer):
+    """The axis of `layer`'s kernel that runs over its input channels.
+
+    `-2` for Dense (`(in, out)`) and Conv1D/2D/3D (`(..., in, out)`) kernels.
+    For an EinsumDense, the last kernel axis summed against the input: the
+    last letter of the kernel's subscripts that the input has and the output
+    has not (`-3` for `"abc,cde->abde"`, a `(c, d, e)` kernel).
+
+    Returns:
+        A negative axis, or `None` for other layer types (transposed,
+        separable and depthwise convolutions included) and for an EinsumDense
+        that sums over no input axis.
+    """
+    if isinstance(layer, layers.EinsumDense):
+        operands, output = layer.equation.split("->")
+        source, kernel = operands.split(",")
+        summed = [
+            i - len(kernel)
+            for i, letter in enumerate(kernel)
+            if letter in source and letter not in output
+        ]
+        return summed[-1] if summed else None
+    if isinstance(layer, _CHANNEL_LAYERS):
+        return -2
+    return None
 
 
 def _sublayers(layer):

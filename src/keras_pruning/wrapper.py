@@ -33,11 +33,6 @@ def _validate_block_size(block_size):
             "`block_size` must be a tuple of two positive integers. "
             f"Received: block_size={tuple(block_size)}"
         )
-    if tuple(block_size) != (1, 1):
-        raise NotImplementedError(
-            "Block sparsity is not implemented yet: only block_size=(1, 1) is "
-            f"supported. Received: block_size={tuple(block_size)}"
-        )
     return tuple(block_size)
 
 
@@ -53,11 +48,68 @@ def _validate_pooling_type(block_pooling_type):
 
 
 def _validate_m_by_n(sparsity_m_by_n):
-    if sparsity_m_by_n is not None:
-        raise NotImplementedError(
-            "m-by-n sparsity is not implemented yet. "
-            f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
+    """`None`, or `(m, n)` as a tuple with `1 <= m < n`."""
+    if sparsity_m_by_n is None:
+        return None
+    allowed = (
+        "`sparsity_m_by_n` must be None or a pair (m, n) of integers with "
+        "1 <= m < n: m weights pruned in every n consecutive ones, e.g. (2, 4). "
+        f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
+    )
+    if (
+        not isinstance(sparsity_m_by_n, (tuple, list))
+        or len(sparsity_m_by_n) != 2
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in sparsity_m_by_n
         )
+    ):
+        raise TypeError(allowed)
+    m, n = sparsity_m_by_n
+    if not 1 <= m < n:
+        raise ValueError(allowed)
+    return (m, n)
+
+
+def _channel_axis(layer, sparsity_m_by_n, block_size):
+    """The axis m-by-n groups run along in `layer`'s weights (`None` without
+    m-by-n); ValueError if `layer` has none, or with a `block_size` too."""
+    if sparsity_m_by_n is None:
+        return None
+    if block_size != (1, 1):
+        raise ValueError(
+            "`sparsity_m_by_n` and `block_size` cannot be combined: pass one of "
+            f"them. Received: sparsity_m_by_n={sparsity_m_by_n}, "
+            f"block_size={block_size}"
+        )
+    axis = registry.input_channel_axis(layer)
+    if axis is None:
+        raise ValueError(
+            "m-by-n sparsity groups weights along input channels, which are "
+            f"known for {', '.join(registry.CHANNEL_AXIS_LAYERS)} (and their "
+            f"subclasses). Layer {layer.name!r} of class {type(layer).__name__} "
+            "is not one of them: leave it out with `layers=`. Received: "
+            f"sparsity_m_by_n={sparsity_m_by_n}"
+        )
+    return axis
+
+
+def _check_ranks(layer, weights, block_size, sparsity_m_by_n):
+    """ValueError for a weight of rank < 2 under a block or m-by-n pattern."""
+    if block_size == (1, 1) and sparsity_m_by_n is None:
+        return
+    setting = (
+        f"block_size={block_size}"
+        if sparsity_m_by_n is None
+        else f"sparsity_m_by_n={sparsity_m_by_n}"
+    )
+    for weight in weights:
+        if len(weight.shape) < 2:
+            raise ValueError(
+                f"Weight {weight.path!r} of layer {layer.name!r} has shape "
+                f"{tuple(weight.shape)}: block and m-by-n masks need weights of "
+                "rank 2 or more (TFMOT's block masks: rank 2 only). Return only "
+                f"such weights from `get_prunable_weights()`. Received: {setting}"
+            )
 
 
 def _call_with_values(layer, values, *args, **kwargs):
@@ -108,10 +160,23 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             (see `keras_pruning.registry`) or have `get_prunable_weights()`.
         pruning_schedule: a `PruningSchedule`. Defaults to a new
             `ConstantSparsity(0.5, 0)`.
-        block_size: block of the mask, `(1, 1)` for unstructured pruning.
-            Defaults to `(1, 1)`.
-        block_pooling_type: `"avg"` or `"max"`. Defaults to `"avg"`.
-        sparsity_m_by_n: `None`, or `(m, n)` (not implemented yet).
+        block_size: `(r, c)`: prune `r x c` blocks of the last two axes of
+            each weight, as Keras stores it (`(input, output)` for a Dense
+            kernel; `(in, out)` at each spatial position of a convolution
+            kernel), scored by their pooled `|w|`; the schedule's sparsity is
+            the fraction of blocks pruned. `(16, 1)` is LiteRT's int8 sparse
+            `FULLY_CONNECTED` block. Weights must have rank 2 or more.
+            Defaults to `(1, 1)`: unstructured pruning.
+        block_pooling_type: how a block is scored: `"avg"` (mean `|w|`) or
+            `"max"`. TFMOT's `"AVG"`/`"MAX"` are accepted. Defaults to `"avg"`.
+        sparsity_m_by_n: `None`, or `(m, n)` with `1 <= m < n`: prune the `m`
+            smallest of every `n` consecutive weights along the input
+            channels (TFMOT's convention: `(2, 4)` keeps 2 of 4, NVIDIA's
+            2:4). For Dense, EinsumDense and Conv1D/2D/3D layers (see
+            `registry.input_channel_axis`). The mask is computed at every
+            update the schedule selects, from the effective weights, so it is
+            fixed by the first one; the schedule's sparsity is ignored.
+            Cannot be combined with `block_size`. Defaults to `None`.
         granularity: `"weight"` masks single weights by magnitude;
             `"channel"` masks whole channels of every trainable per-channel
             weight (kernel slices, bias, BatchNormalization gamma and beta).
@@ -182,8 +247,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         self.block_size = _validate_block_size(block_size)
         self.block_pooling_type = _validate_pooling_type(block_pooling_type)
-        _validate_m_by_n(sparsity_m_by_n)
-        self.sparsity_m_by_n = sparsity_m_by_n
+        self.sparsity_m_by_n = _validate_m_by_n(sparsity_m_by_n)
+        self._channel_axis = _channel_axis(layer, self.sparsity_m_by_n, self.block_size)
         self.granularity = granularity
         self.channel_sides = channel_sides
         self.pruning_schedule = pruning_schedule
@@ -215,7 +280,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     @property
     def thresholds(self):
         """One float32 threshold variable per prunable weight: the smallest
-        magnitude kept at the last mask update (0 before any update)."""
+        magnitude (with a `block_size`, block score) kept at the last mask
+        update (0 before any update)."""
         return list(self._thresholds)
 
     def build(self, input_shape=None):
@@ -237,6 +303,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             ]
         else:
             self._prunable_weights = registry.get_prunable_weights(self.layer)
+            _check_ranks(
+                self.layer,
+                self._prunable_weights,
+                self.block_size,
+                self.sparsity_m_by_n,
+            )
         for weight in self._prunable_weights:
             name = _relative_name(weight, self.layer)
             mask = self.add_weight(
@@ -290,10 +362,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """Recomputes every mask at `sparsity` from the effective weights.
 
         With `e = w * mask`, keeps the `k = max(round(n * (1 - sparsity)), 1)`
-        largest `|e|` and writes `e * new_mask` into the weight. Masks are
-        computed from the effective weights, so a pruned weight stays pruned
-        while sparsity does not decrease, and whatever an optimizer writes at
-        pruned positions never matters. Runs eagerly, between training steps.
+        largest `|e|` (with a `block_size`: the `k` best of `n` blocks by
+        pooled `|e|`; with `sparsity_m_by_n=(m, g)`: `sparsity` is ignored and
+        each group of `g` keeps its `g - m` largest) and writes
+        `e * new_mask` into the weight.
+        Masks are computed from the effective weights, so a pruned weight
+        stays pruned while sparsity does not decrease, and whatever an
+        optimizer writes at pruned positions never matters. Runs eagerly,
+        between training steps.
 
         Raises:
             ValueError: if a weight holds NaN or infinity (the mask would be
@@ -326,7 +402,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     "keras.callbacks.TerminateOnNaN)."
                 )
             effective = masks_lib.apply_mask(weight, mask)
-            new_mask, new_threshold = masks_lib.magnitude_mask(effective, sparsity)
+            if self.sparsity_m_by_n is not None:
+                new_mask, new_threshold = masks_lib.m_by_n_mask(
+                    effective, *self.sparsity_m_by_n, axis=self._channel_axis
+                )
+            else:
+                new_mask, new_threshold = masks_lib.block_magnitude_mask(
+                    effective, sparsity, self.block_size, self.block_pooling_type
+                )
             mask.assign(new_mask)
             threshold.assign(new_threshold)
             weight.assign(masks_lib.apply_mask(effective, new_mask))
@@ -377,7 +460,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             ),
             "block_size": list(self.block_size),
             "block_pooling_type": self.block_pooling_type,
-            "sparsity_m_by_n": self.sparsity_m_by_n,
+            "sparsity_m_by_n": (
+                None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
+            ),
             "granularity": self.granularity,
             "channel_sides": list(self.channel_sides),
         }
@@ -389,6 +474,5 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         config["pruning_schedule"] = keras.saving.deserialize_keras_object(
             config["pruning_schedule"], custom_objects=custom_objects
         )
-        config["block_size"] = tuple(config["block_size"])
         config["channel_sides"] = tuple(config.get("channel_sides", _CHANNEL_SIDES))
         return super().from_config(config, custom_objects=custom_objects)
