@@ -16,11 +16,13 @@ def pruned_cnn(sparsity=0.8):
     model = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(16, 3, activation="relu"),
+            # Explicit names: the tests read them, and Keras's automatic
+            # names depend on what the same process built before.
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv2d"),
             keras.layers.MaxPooling2D(),
             keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10),
+            keras.layers.Dense(64, activation="relu", name="dense"),
+            keras.layers.Dense(10, name="dense_1"),
         ]
     )
     pruned = kp.prune_low_magnitude(
