@@ -1,7 +1,11 @@
 """Shared fixtures: quiet TensorFlow, fixed seeds, a fresh Keras session per test."""
 
 import inspect
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -83,3 +87,17 @@ def fashion_mnist_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fashion-mnist")
     write_fashion_mnist(folder, n_train=600, n_test=300)
     return str(folder)
+
+
+def run_in_fresh_process(script):
+    """Runs `script` (dedented) in a new Python process with TensorFlow quiet,
+    and returns the JSON value on the last line it prints."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,13 +1,9 @@
 """Pruning policies: PruningPolicy, PruneForLatencyOnXNNPack and pad_for_xnnpack."""
 
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
-from conftest import dense_model
+from conftest import dense_model, run_in_fresh_process
 from keras import layers
 
 import keras_pruning as kp
@@ -465,21 +461,18 @@ def test_pruned_model_saves_and_loads_in_a_fresh_process(tmp_path):
     pruned.save(path)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", pruned.predict(x, verbose=0))
-    script = textwrap.dedent(
-        f"""
-        import os
+    script = f"""
+        import json, os
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras, numpy as np
         import keras_pruning
         model = keras.models.load_model({str(path)!r})
         x = np.load({str(tmp_path / "x.npy")!r})
         error = np.abs(model.predict(x, verbose=0) - np.load({str(tmp_path / "expected.npy")!r}))
-        print([w.layer.name for w in keras_pruning.pruning_wrappers(model)], error.max())
+        print(json.dumps([
+            [w.layer.name for w in keras_pruning.pruning_wrappers(model)],
+            float(error.max()),
+        ]))
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    names, error = result.stdout.strip().splitlines()[-1].rsplit(" ", 1)
-    assert names == "['pointwise']" and float(error) < 1e-6
+    names, error = run_in_fresh_process(script)
+    assert names == ["pointwise"] and error < 1e-6

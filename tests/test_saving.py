@@ -1,15 +1,9 @@
 """Saving and loading pruned models: .keras files, weights files, resume."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
-from conftest import dense_model
+from conftest import dense_model, run_in_fresh_process
 
 import keras_pruning as kp
 
@@ -38,8 +32,7 @@ def test_keras_file_loads_in_fresh_process_without_custom_objects(tmp_path):
     model.save(path)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))
-    script = textwrap.dedent(
-        f"""
+    script = f"""
         import json, os
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras, numpy as np
@@ -55,16 +48,7 @@ def test_keras_file_loads_in_fresh_process_without_custom_objects(tmp_path):
             "sparsity": [r.sparsity for r in keras_pruning.sparsity_report(model)],
         }}))
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_process(script)
     assert report["max_error"] < 1e-6
     assert report["steps"] == [6, 6]
     assert report["schedule"] == SCHEDULE.get_config()
@@ -189,8 +173,7 @@ def test_block_size_and_m_by_n_survive_a_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x[16:])
     np.save(tmp_path / "y.npy", y[16:])
     masks = [keras.ops.convert_to_numpy(w.masks[0]) for w in kp.pruning_wrappers(model)]
-    script = textwrap.dedent(
-        f"""
+    script = f"""
         import json, os
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras, numpy as np
@@ -209,16 +192,7 @@ def test_block_size_and_m_by_n_survive_a_fresh_process(tmp_path):
             "steps": [w.pruning_step for w in wrappers],
         }}))
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_process(script)
     assert report["settings"] == [
         ["tuple", [2, 4], "tuple", [1, 1], "avg"],
         ["NoneType", None, "tuple", [4, 1], "max"],

@@ -1,14 +1,9 @@
 """Structured pruning on real architectures, through save, load and TFLite."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
+from conftest import run_in_fresh_process
 
 import keras_pruning as kp
 from keras_pruning.export import min_arena_bytes, to_tflite, verify
@@ -107,8 +102,7 @@ def test_shrunk_model_loads_in_a_fresh_process(tmp_path):
     small.save(tmp_path / "small.keras")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", small.predict(x, verbose=0))
-    script = textwrap.dedent(
-        f"""
+    script = f"""
         import json, os
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras, numpy as np
@@ -120,16 +114,7 @@ def test_shrunk_model_loads_in_a_fresh_process(tmp_path):
             "filters": [l.filters for l in model.layers if hasattr(l, "filters")],
         }}))
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_process(script)
     assert report["error"] < 1e-6
     assert report["filters"] == [16, 16]
 
