@@ -3,20 +3,16 @@
 import keras
 import numpy as np
 
+from keras_pruning.analysis import _check_data as _check_pair
+
 
 def _check_data(data):
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+    if data is None:
         raise ValueError(
             "importance='taylor' needs `data=(x, y)`: arrays of inputs and "
-            f"labels to compute the loss gradient on. Received: data={data!r}"
+            "labels to compute the loss gradient on. Received: data=None"
         )
-    x, y = data
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(
-            "`data=(x, y)` needs the same, non-zero number of inputs and labels. "
-            f"Received: {len(x)} inputs and {len(y)} labels"
-        )
-    return x, y
+    return _check_pair(data)
 
 
 def _resolve_loss(model, loss):
