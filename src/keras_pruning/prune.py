@@ -429,10 +429,17 @@ def strip_pruning(model, *, shrink=False):
                 stripped[id(layer)] = layer
         return stripped[id(layer)]
 
-    stripped = _clone_uncompiled(model, clone_function=unwrap)
-    if not shrink:
-        return stripped
-    channel = [w for w in pruning_wrappers(model) if w.granularity == "channel"]
+    if shrink:
+        return _shrink(model)
+    return _clone_uncompiled(model, clone_function=unwrap)
+
+
+def _shrink(model):
+    """`model` rebuilt without the channels its channel masks remove."""
+    from keras_pruning.structured._gradual import shrink_masked
+
+    wrappers = pruning_wrappers(model)
+    channel = [w for w in wrappers if w.granularity == "channel"]
     if not channel:
         raise ValueError(
             f"`shrink=True` cuts channels masked by granularity='channel' "
@@ -440,9 +447,9 @@ def strip_pruning(model, *, shrink=False):
             "`keras_pruning.structured.prune_channels` for one-shot channel "
             "pruning. Received: shrink=True"
         )
-    from keras_pruning.structured._gradual import shrink_stripped
-
-    return shrink_stripped(model, stripped, channel)
+    for wrapper in wrappers:
+        wrapper.strip()  # writes w * mask, as strip_pruning does
+    return shrink_masked(model, channel)
 
 
 def _clone_uncompiled(model, clone_function=None, call_function=None):

@@ -148,18 +148,9 @@ class ChannelMasks:
                 mask.assign(new_mask)
                 weight.assign(masks_lib.apply_mask(weight, new_mask))
 
-    def keep_by_producer(self):
-        keep = self.current_keep()
-        return {self.analysis.groups[g].producers[0]: keep[g] for g in self.groups}
 
-
-def shrink_stripped(model, stripped, wrappers):
-    """`stripped` (the stripped `model`) with its masked channels cut out."""
-    by_producer = ChannelMasks(model, wrappers).keep_by_producer()
-    analysis = Analysis(stripped, lenient=True)
-    keep = {
-        g.id: by_producer[g.producers[0]]
-        for g in analysis.groups
-        if g.producers and g.producers[0] in by_producer
-    }
-    return shrink(stripped, analysis, keep)
+def shrink_masked(model, wrappers):
+    """A new model without the channels `wrappers`' masks remove; the masked
+    weights must already be written into the wrapped layers."""
+    masks = ChannelMasks(model, wrappers)
+    return shrink(model, masks.analysis, masks.current_keep())
