@@ -88,9 +88,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._pending = []
 
     def _update(self, wrapper, step):
-        if wrapper is None:
-            self._updated = self._channel_masks.update(step) or self._updated
-            return
         should_prune, sparsity = wrapper.pruning_schedule(step)
         if should_prune:
             wrapper.update_masks(sparsity)
@@ -110,7 +107,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
                     self._pending.append((wrapper, self._step))
         if self._channel_masks is not None:
             # Channel groups span layers: one update for the whole model.
-            self._update(None, self._step)
+            updated = self._channel_masks.update(self._step)
+            self._updated = self._updated or updated
 
     # No on_train_batch_end: overriding it makes Keras turn off asynchronous
     # callback dispatch and fetch the logs after every step.
