@@ -123,9 +123,8 @@ class ChannelMasks:
         effective = self._effective()
         scores = _channels.group_scores(self.analysis, "l2", values=effective)
         keep = self.current_keep()
-        sizes = {g.id: g.size for g in self.analysis.groups}
         for g, sparsity in due.items():
-            count = _channels.kept_count(sizes[g], sparsity, 1)
+            count = _channels.kept_count(self.analysis.groups[g].size, sparsity, 1)
             keep[g] = _channels._top(scores[g], count)
         self._write(keep)
         return True
