@@ -48,6 +48,10 @@ def test_prune_low_magnitude_keeps_tfmot_signature():
         "layers",
         "granularity",
         "ignore",
+        "criterion",
+        "global_pruning",
+        "allocation",
+        "sparsity_bounds",
     ]
     assert [n for n, p in params.items() if p.kind != p.KEYWORD_ONLY] == [
         "to_prune",

@@ -6,6 +6,8 @@ tests. Unlike TFMOT (`mask = |w| >= threshold`, which keeps every tied
 weight), we prune exactly `n - k` weights, breaking ties by flat index.
 """
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -592,3 +594,67 @@ def test_m_by_n_mask_matches_a_stable_sort_per_group(weights, m_by_n, axis):
     mask, threshold = _m_by_n(weights, m, n, axis)
     np.testing.assert_array_equal(mask, _reference_m_by_n(weights, m, n, axis))
     assert threshold == np.abs(weights)[mask.astype(bool)].min()
+
+
+# --- global masks with bounds ------------------------------------------------
+
+
+def test_global_masks_with_bounds_follow_a_hand_computed_table():
+    small = np.array([0.9, 0.8, 0.7, 0.6], "float32")
+    large = np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], "float32")
+    # 50% of 10: keep 5. Unbounded, all 4 of `small` and 1 of `large` stay.
+    # A floor of 50% lets `small` keep at most 2; a cap of 50% makes `large`
+    # keep at least 3: small keeps 0.9, 0.8 and large its 3 largest.
+    masks, threshold = global_magnitude_masks(
+        [small, large], 0.5, bounds=[(0.5, 0.9), (0.0, 0.5)]
+    )
+    assert ops.convert_to_numpy(masks[0]).tolist() == [True, True, False, False]
+    assert ops.convert_to_numpy(masks[1]).tolist() == [True, True, True] + [False] * 3
+    assert float(threshold) == pytest.approx(0.3)
+
+
+def test_global_masks_bounds_win_when_they_cannot_meet_the_sparsity():
+    weights = [np.arange(1.0, 11.0, dtype="float32"), np.arange(1.0, 5.0)]
+    # Caps of 20% force ceil(8) + ceil(3.2) = 12 kept of 14, not the 7 of 50%.
+    masks, _ = global_magnitude_masks(weights, 0.5, bounds=[(0.0, 0.2)] * 2)
+    assert [int(ops.convert_to_numpy(m).sum()) for m in masks] == [8, 4]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=4),
+    sparsity=st.floats(0.0, 0.99),
+    data=st.data(),
+)
+def test_global_masks_with_bounds_keep_each_tensor_within_them(sizes, sparsity, data):
+    rng = np.random.default_rng(len(sizes))
+    weights = [rng.normal(size=n).astype("float32") for n in sizes]
+    bounds = []
+    for _ in sizes:
+        floor = data.draw(st.floats(0.0, 0.9))
+        bounds.append((floor, data.draw(st.floats(floor, 0.99))))
+    masks, _ = global_magnitude_masks(weights, sparsity, bounds=bounds)
+    kept = [int(ops.convert_to_numpy(m).sum()) for m in masks]
+    # lo = ceil(n (1 - cap)), hi = floor(n (1 - floor)): at least one kept,
+    # and lo wins when no whole count lies between them.
+    lows = [
+        max(math.ceil(n * (1 - cap) - 1e-9), 1)
+        for n, (_, cap) in zip(sizes, bounds, strict=True)
+    ]
+    highs = [
+        max(math.floor(n * (1 - floor) + 1e-9), low)
+        for n, (floor, _), low in zip(sizes, bounds, lows, strict=True)
+    ]
+    for n, k, low, high, (floor, cap) in zip(
+        sizes, kept, lows, highs, bounds, strict=True
+    ):
+        assert low <= k <= high
+        if k > 1 and low < high:
+            assert floor - 1e-9 <= 1 - k / n <= cap + 1e-9
+    wanted = num_kept(sum(sizes), sparsity)
+    assert sum(kept) == min(max(wanted, sum(lows)), sum(highs))
+    # Within each tensor, a kept weight outranks every pruned one.
+    for w, m in zip(weights, masks, strict=True):
+        m = ops.convert_to_numpy(m)
+        if m.any() and not m.all():
+            assert np.abs(w[m]).min() >= np.abs(w[~m]).max()

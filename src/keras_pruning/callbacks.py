@@ -8,6 +8,7 @@ import warnings
 import keras
 from keras import ops
 
+from keras_pruning._global_masks import GlobalMasks
 from keras_pruning.prune import pruning_wrappers
 
 __all__ = ("UpdatePruningStep", "PruningSummaries")
@@ -22,6 +23,38 @@ def _find_wrappers(model, callback_name):
             "`keras_pruning.prune_low_magnitude(model)`."
         )
     return wrappers
+
+
+def _check_single_use(model, wrappers):
+    """ValueError if a wrapper that accumulates gradients runs more than once
+    per step: its accumulator would count its past gradients twice."""
+    if not any(w._gradients for w in wrappers):
+        return
+    uses = {}
+
+    def walk(model, times):
+        graph = model._functional if isinstance(model, keras.Sequential) else model
+        nodes = [
+            node
+            for depth in getattr(graph, "_nodes_by_depth", {}).values()
+            for node in depth
+            if node.operation is not None and not node.is_input
+        ]
+        calls = [node.operation for node in nodes] or model.layers
+        for operation in calls:
+            if isinstance(operation, keras.Model):
+                walk(operation, times)
+            else:
+                uses[id(operation)] = uses.get(id(operation), 0) + times
+
+    walk(model, 1)
+    shared = [w.name for w in wrappers if w._gradients and uses.get(id(w), 1) > 1]
+    if shared:
+        raise ValueError(
+            f"Layers {shared} are called more than once per step, and their "
+            "criterion accumulates gradients, which a shared layer cannot do. "
+            "Prune them with criterion='magnitude'."
+        )
 
 
 def _require_tensorboard():
@@ -54,6 +87,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         super().__init__()
         self._wrappers = None
         self._channel_masks = None
+        self._units = []
         self._step = None
         self._updated = False
         self._pending = []
@@ -69,12 +103,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "`on_train_begin()` in a custom training loop."
             )
         self._wrappers = _find_wrappers(self.model, "UpdatePruningStep")
+        _check_single_use(self.model, self._wrappers)
         channel = [w for w in self._wrappers if w.granularity == "channel"]
         self._channel_masks = None
         if channel:
             from keras_pruning.structured._gradual import ChannelMasks
 
             self._channel_masks = ChannelMasks(self.model, channel)
+        # What one mask update sets: a local wrapper, or all global ones.
+        weight = [w for w in self._wrappers if w.granularity == "weight"]
+        self._units = [w for w in weight if not w.global_pruning]
+        global_ = [w for w in weight if w.global_pruning]
+        if global_:
+            self._units.append(GlobalMasks(global_))
         self._step = max(0, max(w.pruning_step for w in self._wrappers))
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
@@ -83,14 +124,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def _apply_pending(self):
         # A model built without input shapes is built by its first training
         # step; updates due before it are applied right after it.
-        for wrapper, step in self._pending:
-            self._update(wrapper, step)
+        for unit, step in self._pending:
+            self._update(unit, step)
         self._pending = []
 
-    def _update(self, wrapper, step):
-        should_prune, sparsity = wrapper.pruning_schedule(step)
+    def _update(self, unit, step):
+        should_prune, sparsity = unit.pruning_schedule(step)
         if should_prune:
-            wrapper.update_masks(sparsity)
+            unit.update_masks(sparsity)
             self._updated = True
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -100,11 +141,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
-            if wrapper.granularity == "weight":
-                if wrapper.built:
-                    self._update(wrapper, self._step)
-                else:
-                    self._pending.append((wrapper, self._step))
+        for unit in self._units:
+            if unit.built:
+                self._update(unit, self._step)
+            else:
+                self._pending.append((unit, self._step))
         if self._channel_masks is not None:
             # Channel groups span layers: one update for the whole model.
             updated = self._channel_masks.update(self._step)

@@ -79,17 +79,23 @@ def magnitude_mask(weights, sparsity):
         smallest kept magnitude `t` (a float32 scalar).
     """
     magnitudes = ops.reshape(ops.abs(ops.cast(weights, "float32")), (-1,))
-    size = int(magnitudes.shape[0])
-    k = num_kept(size, sparsity)
+    k = num_kept(int(magnitudes.shape[0]), sparsity)
+    flat_mask, threshold = _keep_largest(magnitudes, k)
+    return ops.reshape(flat_mask, ops.shape(weights)), threshold
+
+
+def _keep_largest(values, k):
+    """`(mask, t)`: keeps exactly the `k` largest of a flat tensor (ties in
+    index order), `t` the smallest kept value. Keeps all when `k >= n`."""
+    size = int(values.shape[0])
     if k >= size:
-        return ops.ones(ops.shape(weights), MASK_DTYPE), ops.min(magnitudes)
-    threshold = kth_largest(magnitudes, k)
-    greater = magnitudes > threshold
-    ties = ops.equal(magnitudes, threshold)
+        return ops.ones((size,), MASK_DTYPE), ops.min(values)
+    threshold = kth_largest(values, k)
+    greater = values > threshold
+    ties = ops.equal(values, threshold)
     tie_rank = ops.cumsum(ops.cast(ties, "int32"))
     kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
-    flat_mask = ops.logical_or(greater, kept_ties)
-    return ops.reshape(flat_mask, ops.shape(weights)), threshold
+    return ops.logical_or(greater, kept_ties), threshold
 
 
 def _check_rank(weights, what):
@@ -228,7 +234,9 @@ def m_by_n_mask(weights, m, n, axis=-2):
     return mask, ops.min(ops.where(mask, magnitudes, math.inf))
 
 
-def global_magnitude_masks(weights, sparsity, block_size=(1, 1), pooling="avg"):
+def global_magnitude_masks(
+    weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None
+):
     """Ranks several tensors together: one threshold for all of them.
 
     Keeps the `k = num_kept(N, sparsity)` largest magnitudes among all `N`
@@ -237,12 +245,22 @@ def global_magnitude_masks(weights, sparsity, block_size=(1, 1), pooling="avg"):
     With a `block_size`, the `N` blocks of all tensors are ranked by their
     scores instead, as in `block_magnitude_mask`.
 
+    With `bounds`, tensor `i` of `n_i` entries ends with a sparsity in
+    `[floor_i, cap_i]`: it keeps at least `lo_i = ceil(n_i * (1 - cap_i))` and
+    at most `hi_i = floor(n_i * (1 - floor_i))` entries (`_kept_range`). Each tensor keeps its
+    `lo_i` largest, and the other `k - sum(lo)` kept entries are the largest
+    of all entries ranked `lo_i + 1 .. hi_i` in their own tensor: the
+    largest total magnitude the bounds allow. `k` is clipped to
+    `[sum(lo), sum(hi)]`, so the bounds win when they cannot meet `sparsity`.
+
     Args:
         weights: a list of tensors of any shapes (rank 2 or more with a
             `block_size`).
         sparsity: a Python float in [0, 1).
         block_size: `(r, c)`. Defaults to `(1, 1)`: single weights.
         pooling: `"avg"` or `"max"`, for blocks. Defaults to `"avg"`.
+        bounds: `None`, or one `(floor, cap)` pair per tensor, with
+            `0 <= floor <= cap <= 1`. Defaults to `None` (no bounds).
 
     Returns:
         `(masks, threshold)`: one boolean mask per tensor, and the smallest
@@ -250,14 +268,50 @@ def global_magnitude_masks(weights, sparsity, block_size=(1, 1), pooling="avg"):
     """
     scores = [_block_scores(w, block_size, pooling) for w in weights]
     flat = [ops.reshape(s, (-1,)) for s in scores]
-    mask, threshold = magnitude_mask(ops.concatenate(flat, axis=0), sparsity)
+    sizes = [int(f.shape[0]) for f in flat]
+    every = ops.concatenate(flat, axis=0)
+    k = num_kept(sum(sizes), sparsity)
+    if bounds is None:
+        mask, threshold = _keep_largest(every, k)
+    else:
+        mask = _bounded_largest(flat, sizes, k, bounds)
+        threshold = ops.min(ops.where(mask, every, math.inf))
     masks, start = [], 0
-    for w, s, f in zip(weights, scores, flat, strict=True):
-        size = int(f.shape[0])
+    for w, s, size in zip(weights, scores, sizes, strict=True):
         block_mask = ops.reshape(mask[start : start + size], ops.shape(s))
         masks.append(_expand_blocks(block_mask, block_size, tuple(w.shape)))
         start += size
     return masks, threshold
+
+
+def _kept_range(size, floor, cap):
+    """`(lo, hi)`: the fewest and most of `size` entries kept at a sparsity in
+    `[floor, cap]`: `lo = max(ceil(size * (1 - cap)), 1)`,
+    `hi = max(floor(size * (1 - floor)), lo)`."""
+    tolerance = 1e-9 * size  # size * (1 - cap) in floating point
+    low = max(math.ceil(size * (1.0 - cap) - tolerance), 1)
+    return low, max(math.floor(size * (1.0 - floor) + tolerance), low)
+
+
+def _bounded_largest(flat, sizes, k, bounds):
+    """The flat mask of `global_magnitude_masks` with `bounds`."""
+    ranges = [_kept_range(n, *b) for n, b in zip(sizes, bounds, strict=True)]
+    lows, highs = [low for low, _ in ranges], [high for _, high in ranges]
+    k = min(max(k, sum(lows)), sum(highs))
+    forced, candidates = [], []
+    for values, low, high in zip(flat, lows, highs, strict=True):
+        kept_low = _keep_largest(values, low)[0]
+        kept_high = _keep_largest(values, high)[0]
+        forced.append(kept_low)
+        # Scores are >= 0: -1 marks entries that cannot be chosen.
+        open_ = ops.logical_and(kept_high, ops.logical_not(kept_low))
+        candidates.append(ops.where(open_, values, -1.0))
+    forced = ops.concatenate(forced, axis=0)
+    remaining = k - sum(lows)
+    if remaining == 0:
+        return forced
+    chosen = _keep_largest(ops.concatenate(candidates, axis=0), remaining)[0]
+    return ops.logical_or(forced, chosen)
 
 
 def apply_mask(weights, mask):

@@ -7,6 +7,7 @@ accuracy, size and speed before spending any training on it.
 import keras
 
 from keras_pruning import registry
+from keras_pruning.allocation import _check_allocation, erk_masks
 from keras_pruning.masks import (
     apply_mask,
     block_magnitude_mask,
@@ -14,6 +15,7 @@ from keras_pruning.masks import (
     m_by_n_mask,
 )
 from keras_pruning.prune import (
+    _check_global_args,
     _clone_uncompiled,
     _is_graph_model,
     _selection,
@@ -64,6 +66,8 @@ def prune_to_sparsity(
     block_size=(1, 1),
     block_pooling_type="avg",
     sparsity_m_by_n=None,
+    allocation="magnitude",
+    sparsity_bounds=None,
 ):
     """Returns a pruned copy of `model`: plain layers, zeros in place, no wrappers.
 
@@ -89,6 +93,12 @@ def prune_to_sparsity(
         sparsity_m_by_n: `(m, n)`: prune the `m` smallest of every `n`
             consecutive weights along the input channels, as in
             `PruneLowMagnitude`; leave `sparsity` unset. Defaults to `None`.
+        allocation: with `global_pruning`, `"magnitude"` (one threshold) or
+            `"erk"` (per-layer targets from the shapes), as in
+            `prune_low_magnitude`. Defaults to `"magnitude"`.
+        sparsity_bounds: with `global_pruning`, `(floor, cap)` for every
+            layer or a dict from layer names or classes to such pairs, as in
+            `prune_low_magnitude`. Defaults to `None`.
 
     Returns:
         A new, uncompiled `keras.Model` with the same architecture.
@@ -109,9 +119,15 @@ def prune_to_sparsity(
             "`model` must be a keras.Model. "
             f"Received: model={model!r} (of type {type(model).__name__})"
         )
-    if not isinstance(global_pruning, bool):
-        raise TypeError(
-            f"`global_pruning` must be True or False. Received: global_pruning={global_pruning!r}"
+    bounds_of = _check_global_args(
+        None, "weight", "magnitude", global_pruning, sparsity_bounds
+    )
+    allocation = _check_allocation(allocation)
+    if allocation != "magnitude" and not global_pruning:
+        raise ValueError(
+            "`allocation` shares a model-wide sparsity among layers: pass "
+            f"`global_pruning=True` with it. Received: allocation={allocation!r}, "
+            f"global_pruning={global_pruning}"
         )
     block_size = _validate_block_size(block_size)
     pooling = _validate_pooling_type(block_pooling_type)
@@ -145,12 +161,13 @@ def prune_to_sparsity(
     copy = _clone_uncompiled(model)
     copy.set_weights(model.get_weights())
     selected = _selected_layers(model, copy, select)
-    weights, axes = [], []
+    weights, axes, bounds = [], [], []
     for layer, group in selected:
         axis = _channel_axis(layer, sparsity_m_by_n, block_size)
         _check_ranks(layer, group, block_size, sparsity_m_by_n)
         weights += group
         axes += [axis] * len(group)
+        bounds += [bounds_of(layer) or (0.0, 1.0)] * len(group)
     if not weights:
         raise ValueError(
             f"No prunable weights in the selected layers of {model.name!r}. "
@@ -162,8 +179,16 @@ def prune_to_sparsity(
             m_by_n_mask(v, *sparsity_m_by_n, axis=axis)[0]
             for v, axis in zip(values, axes, strict=True)
         ]
+    elif global_pruning and allocation == "erk":
+        masks, _ = erk_masks(values, sparsity, block_size, pooling, bounds)
     elif global_pruning:
-        masks, _ = global_magnitude_masks(values, sparsity, block_size, pooling)
+        masks, _ = global_magnitude_masks(
+            values,
+            sparsity,
+            block_size,
+            pooling,
+            bounds=None if all(b == (0.0, 1.0) for b in bounds) else bounds,
+        )
     else:
         masks = [
             block_magnitude_mask(v, sparsity, block_size, pooling)[0] for v in values

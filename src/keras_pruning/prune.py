@@ -3,6 +3,7 @@
 import keras
 
 from keras_pruning import registry
+from keras_pruning.allocation import _check_bounds
 from keras_pruning.policy import PruningPolicy
 from keras_pruning.schedules import ConstantSparsity, PruningSchedule
 from keras_pruning.wrapper import PruneLowMagnitude
@@ -61,6 +62,10 @@ def prune_low_magnitude(
     layers=None,
     granularity="weight",
     ignore=(),
+    criterion="magnitude",
+    global_pruning=False,
+    allocation="magnitude",
+    sparsity_bounds=None,
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model for magnitude pruning.
@@ -117,6 +122,25 @@ def prune_low_magnitude(
         ignore: with `granularity="channel"`, layer names or classes whose
             channels are never cut (for layers the channel analysis cannot
             trace). Defaults to `()`.
+        criterion: which weights go: `"magnitude"` (lowest `|w|`),
+            `"taylor"` (lowest `|w * g|`, `g` the loss gradient summed
+            between mask updates), or your function `(weights, gradients) ->
+            scores` (see `keras_pruning.criteria`). Defaults to
+            `"magnitude"`.
+        global_pruning: rank the weights of all pruned layers together: the
+            schedule's sparsity is their overall sparsity, and layers end at
+            different sparsities. Takes one schedule (not a dict; choose
+            layers with `layers`). Defaults to `False`: every weight at the
+            schedule's sparsity.
+        allocation: with `global_pruning`, how the overall sparsity is
+            shared: `"magnitude"` (one threshold on the scores) or `"erk"`
+            (per-layer targets from the shapes, Erdős–Rényi-Kernel as in
+            RigL: small layers stay denser). Defaults to `"magnitude"`.
+        sparsity_bounds: with `global_pruning`, `(floor, cap)` for every
+            layer, or a dict from layer names or classes to such pairs (the
+            first matching key applies; other layers are unbounded): the
+            least and most sparsity a layer may end with. When bounds cannot
+            meet the schedule's sparsity, the bounds win. Defaults to `None`.
         **kwargs: layer arguments (such as `name`) for the wrapper, when
             `to_prune` is a single layer.
 
@@ -157,6 +181,9 @@ def prune_low_magnitude(
             f"`to_prune` is a {type(to_prune).__name__}. Received: "
             f"layers={layers!r}, pruning_schedule={pruning_schedule!r}"
         )
+    bounds_of = _check_global_args(
+        pruning_schedule, granularity, criterion, global_pruning, sparsity_bounds
+    )
     if pruning_schedule is None or isinstance(pruning_schedule, dict):
         pruning_schedule = ConstantSparsity(0.5, 0)
     wrapper_args = dict(
@@ -183,11 +210,17 @@ def prune_low_magnitude(
             "`ignore` applies to granularity='channel' only. Received: "
             f"ignore={ignore!r}, granularity={granularity!r}"
         )
+    wrapper_args.update(
+        criterion=criterion, global_pruning=global_pruning, allocation=allocation
+    )
     if isinstance(to_prune, (list, tuple)):
         if not to_prune:
             raise ValueError("`to_prune` is an empty list. Received: to_prune=[]")
         return [
-            prune_low_magnitude(layer, **wrapper_args, **kwargs) for layer in to_prune
+            prune_low_magnitude(
+                layer, **wrapper_args, sparsity_bounds=sparsity_bounds, **kwargs
+            )
+            for layer in to_prune
         ]
     if isinstance(to_prune, keras.Model):
         if kwargs:
@@ -198,9 +231,11 @@ def prune_low_magnitude(
         if pruning_policy is not None:
             _check_unpruned_graph_model(to_prune)
             pruning_policy.ensure_model_supports_pruning(to_prune)
-        return _prune_model(to_prune, wrapper_args, select, pruning_policy)
+        return _prune_model(to_prune, wrapper_args, select, pruning_policy, bounds_of)
     if isinstance(to_prune, keras.layers.Layer):
-        return PruneLowMagnitude(to_prune, **wrapper_args, **kwargs)
+        return PruneLowMagnitude(
+            to_prune, **wrapper_args, sparsity_bounds=bounds_of(to_prune), **kwargs
+        )
     raise TypeError(
         "`to_prune` must be a keras.layers.Layer, a list of layers, or a "
         "Sequential or functional keras.Model. Received: "
@@ -267,6 +302,46 @@ def _prune_channels_gradually(model, wrapper_args, select, ignore, kwargs):
     return keras.models.clone_model(model, clone_function=wrap)
 
 
+def _check_global_args(
+    pruning_schedule, granularity, criterion, global_pruning, sparsity_bounds
+):
+    """Checks the global-pruning arguments that span layers; returns
+    `layer -> (floor, cap) or None` for `sparsity_bounds`."""
+    received = (
+        f"Received: global_pruning={global_pruning!r}, "
+        f"sparsity_bounds={sparsity_bounds!r}, criterion={criterion!r}, "
+        f"granularity={granularity!r}"
+    )
+    if not isinstance(global_pruning, bool):
+        raise TypeError(f"`global_pruning` must be True or False. {received}")
+    if granularity == "channel" and (criterion != "magnitude" or global_pruning):
+        raise ValueError(
+            "granularity='channel' ranks channel groups by their l2 norm: it "
+            "takes no `criterion` and no `global_pruning` (see "
+            f"keras_pruning.structured for other channel criteria). {received}"
+        )
+    if global_pruning and isinstance(pruning_schedule, dict):
+        raise ValueError(
+            "global_pruning=True ranks all pruned layers against one schedule: "
+            "pass one PruningSchedule, and choose the layers with `layers=`. "
+            f"Received: pruning_schedule={pruning_schedule!r}"
+        )
+    if sparsity_bounds is not None and not global_pruning:
+        raise ValueError(
+            "`sparsity_bounds` limit how a model-wide sparsity is shared among "
+            "layers: pass `global_pruning=True` with them (without it, give "
+            f"layers their own schedules with a dict `pruning_schedule`). {received}"
+        )
+    if not isinstance(sparsity_bounds, dict):
+        bounds = _check_bounds(sparsity_bounds)
+        return lambda layer: bounds
+    rules = [
+        (_layer_matcher(key, "sparsity_bounds"), _check_bounds(value))
+        for key, value in sparsity_bounds.items()
+    ]
+    return lambda layer: next((b for match, b in rules if match(layer)), None)
+
+
 def _layer_matcher(key, argument):
     """A predicate for one name or layer class; TypeError for anything else."""
     if isinstance(key, str):
@@ -330,8 +405,9 @@ def _check_unpruned_graph_model(model):
         )
 
 
-def _prune_model(model, wrapper_args, select=None, policy=None):
+def _prune_model(model, wrapper_args, select=None, policy=None, bounds_of=None):
     _check_unpruned_graph_model(model)
+    bounds_of = bounds_of or (lambda layer: None)
     clones = {}
 
     def wrap(layer):
@@ -344,17 +420,23 @@ def _prune_model(model, wrapper_args, select=None, policy=None):
             if select is not None and schedule is not None:
                 # Naming a nested model selects every layer inside it.
                 new = _prune_model(
-                    layer, {**wrapper_args, "pruning_schedule": schedule}, None, policy
+                    layer,
+                    {**wrapper_args, "pruning_schedule": schedule},
+                    None,
+                    policy,
+                    bounds_of,
                 )
             else:
-                new = _prune_model(layer, wrapper_args, select, policy)
+                new = _prune_model(layer, wrapper_args, select, policy, bounds_of)
         elif schedule is None or (
             policy is not None and not policy.allow_pruning(layer)
         ):
             new = layer  # not selected, or not allowed: stays dense
         elif registry.is_prunable(layer):
             new = PruneLowMagnitude(
-                layer, **{**wrapper_args, "pruning_schedule": schedule}
+                layer,
+                **{**wrapper_args, "pruning_schedule": schedule},
+                sparsity_bounds=bounds_of(layer),
             )
         elif registry.is_passthrough(layer):
             new = layer

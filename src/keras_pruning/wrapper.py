@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_pruning import allocation as allocation_lib
+from keras_pruning import criteria as criteria_lib
 from keras_pruning import masks as masks_lib
 from keras_pruning import registry
 from keras_pruning.schedules import ConstantSparsity, PruningSchedule
@@ -134,6 +136,57 @@ def _call_with_values(layer, values, *args, **kwargs):
     return outputs, scope.losses
 
 
+def _accumulate_gradient(effective, accumulated):
+    """Returns `effective` unchanged; the "gradient" of `accumulated` becomes
+    `accumulated + dL/d(effective)`, which the optimizer writes into it (the
+    variable has `overwrite_with_gradient=True`, as Keras's float8 scales).
+    So the sum of the gradients builds up inside the training step, on every
+    backend, with no assignment in `call()`."""
+
+    @ops.custom_gradient
+    def identity(effective, accumulated):
+        def grad(*args, upstream=None, variables=None):
+            del variables
+            if upstream is None:
+                (upstream,) = args
+            return upstream, accumulated + ops.cast(upstream, accumulated.dtype)
+
+        return effective, grad
+
+    return identity(effective, accumulated)
+
+
+def _check_combination(wrapper, granularity):
+    """ValueError for settings that cannot work together."""
+    received = (
+        f"Received: granularity={granularity!r}, criterion={wrapper.criterion!r}, "
+        f"global_pruning={wrapper.global_pruning}, allocation={wrapper.allocation!r}, "
+        f"sparsity_bounds={wrapper.sparsity_bounds}, "
+        f"sparsity_m_by_n={wrapper.sparsity_m_by_n}"
+    )
+    if granularity == "channel" and (
+        wrapper.criterion != "magnitude" or wrapper.global_pruning
+    ):
+        raise ValueError(
+            "granularity='channel' ranks channel groups by their l2 norm: it "
+            "takes no `criterion` and no `global_pruning` (see "
+            f"keras_pruning.structured for other channel criteria). {received}"
+        )
+    if wrapper.global_pruning and wrapper.sparsity_m_by_n is not None:
+        raise ValueError(
+            "`sparsity_m_by_n` fixes every layer's sparsity at m / n: it cannot "
+            f"be combined with `global_pruning=True`. {received}"
+        )
+    if not wrapper.global_pruning and (
+        wrapper.allocation != "magnitude" or wrapper.sparsity_bounds is not None
+    ):
+        raise ValueError(
+            "`allocation` and `sparsity_bounds` share a model-wide sparsity "
+            "among layers: pass `global_pruning=True` with them (without it, "
+            f"give layers their own schedules instead). {received}"
+        )
+
+
 def _relative_name(weight, layer):
     """`weight`'s path below `layer`, joined with "_": "kernel" for a Dense,
     "query_kernel" for a MultiHeadAttention's query projection."""
@@ -187,6 +240,25 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         channel_sides: with `granularity="channel"`, which of the layer's
             channels are pruned: `"in"` (those it reads), `"out"` (those it
             makes), or both. Defaults to `("in", "out")`.
+        criterion: which weights are pruned: `"magnitude"` (lowest `|w|`),
+            `"taylor"` (lowest `|w * g|`, `g` the loss gradient summed since
+            the last mask update), or a function `(weights, gradients) ->
+            scores` (see `keras_pruning.criteria`). A criterion other than
+            `"magnitude"` adds one float32 gradient accumulator per weight,
+            a trainable variable the optimizer overwrites at each step.
+            Defaults to `"magnitude"`.
+        global_pruning: rank this layer's weights together with those of
+            every other `global_pruning` wrapper of the model: their
+            sparsity together follows the schedule (which they must share),
+            and `UpdatePruningStep` sets their masks at once. Defaults to
+            `False`.
+        allocation: with `global_pruning`, how the sparsity is shared:
+            `"magnitude"` (one threshold on the criterion's scores) or
+            `"erk"` (per-tensor targets from the shapes, Erdős–Rényi-Kernel).
+            Defaults to `"magnitude"`.
+        sparsity_bounds: with `global_pruning`, `(floor, cap)`: the least
+            and most sparsity this layer's weights may end with. Defaults to
+            `None` (any).
         **kwargs: `keras.layers.Layer` arguments, such as `name`.
 
     Examples:
@@ -205,6 +277,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         granularity="weight",
         channel_sides=_CHANNEL_SIDES,
+        criterion="magnitude",
+        global_pruning=False,
+        allocation="magnitude",
+        sparsity_bounds=None,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -248,6 +324,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_size = _validate_block_size(block_size)
         self.block_pooling_type = _validate_pooling_type(block_pooling_type)
         self.sparsity_m_by_n = _validate_m_by_n(sparsity_m_by_n)
+        self.criterion = criteria_lib._check_criterion(criterion)
+        if not isinstance(global_pruning, bool):
+            raise TypeError(
+                "`global_pruning` must be True or False. Received: "
+                f"global_pruning={global_pruning!r}"
+            )
+        self.global_pruning = global_pruning
+        self.allocation = allocation_lib._check_allocation(allocation)
+        self.sparsity_bounds = allocation_lib._check_bounds(sparsity_bounds)
+        _check_combination(self, granularity)
         self._channel_axis = _channel_axis(layer, self.sparsity_m_by_n, self.block_size)
         self.granularity = granularity
         self.channel_sides = channel_sides
@@ -261,6 +347,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._prunable_weights = []
         self._masks = []
         self._thresholds = []
+        self._gradients = []
 
     @property
     def pruning_step(self):
@@ -327,6 +414,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
             self._masks.append(mask)
             self._thresholds.append(threshold)
+            if criteria_lib._needs_gradients(self.criterion):
+                self._gradients.append(
+                    self.add_weight(
+                        name=f"{name}_gradient",
+                        shape=weight.shape,
+                        initializer="zeros",
+                        dtype="float32",
+                        trainable=True,
+                        autocast=False,
+                        aggregation="mean",
+                        overwrite_with_gradient=True,
+                    )
+                )
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
@@ -342,6 +442,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             id(weight): masks_lib.apply_mask(weight, mask)
             for weight, mask in zip(self._prunable_weights, self._masks, strict=True)
         }
+        if self._gradients:
+            for weight, accumulated in zip(
+                self._prunable_weights, self._gradients, strict=True
+            ):
+                values[id(weight)] = _accumulate_gradient(
+                    values[id(weight)], accumulated
+                )
         if training is not None:
             kwargs["training"] = training
         outputs, losses = _call_with_values(self.layer, values, inputs, *args, **kwargs)
@@ -361,26 +468,32 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def update_masks(self, sparsity):
         """Recomputes every mask at `sparsity` from the effective weights.
 
-        With `e = w * mask`, keeps the `k = max(round(n * (1 - sparsity)), 1)`
-        largest `|e|` (with a `block_size`: the `k` best of `n` blocks by
-        pooled `|e|`; with `sparsity_m_by_n=(m, g)`: `sparsity` is ignored and
-        each group of `g` keeps its `g - m` largest) and writes
-        `e * new_mask` into the weight.
-        Masks are computed from the effective weights, so a pruned weight
-        stays pruned while sparsity does not decrease, and whatever an
-        optimizer writes at pruned positions never matters. Runs eagerly,
-        between training steps.
+        With `e = w * mask` and the criterion's scores of `e` (`|e|` by
+        default), keeps the `k = max(round(n * (1 - sparsity)), 1)` best
+        scores (with a `block_size`: the `k` best of `n` blocks by pooled
+        score; with `sparsity_m_by_n=(m, g)`: `sparsity` is ignored and each
+        group of `g` keeps its `g - m` best) and writes `e * new_mask` into
+        the weight. Masked weights score 0, so a pruned weight stays pruned
+        while sparsity does not decrease, and whatever an optimizer writes at
+        pruned positions never matters. Gradient accumulators restart at 0.
+        Runs eagerly, between training steps.
 
         Raises:
-            ValueError: if a weight holds NaN or infinity (the mask would be
-                meaningless).
+            ValueError: if a weight or its score holds NaN or infinity (the
+                mask would be meaningless), or if the wrapper's masks are set
+                for the whole model (`granularity="channel"` or
+                `global_pruning=True`).
         """
-        if self.granularity == "channel":
+        if self.granularity == "channel" or self.global_pruning:
+            setting = (
+                "granularity='channel'"
+                if self.granularity == "channel"
+                else "global_pruning=True"
+            )
             raise ValueError(
-                f"Layer {self.name!r} prunes whole channels "
-                "(granularity='channel'): its masks are set for the whole model "
-                "by UpdatePruningStep, not per layer. Received: "
-                f"sparsity={sparsity!r}"
+                f"Layer {self.name!r} is pruned with {setting}: its masks are "
+                "set for the whole model by UpdatePruningStep, not per layer. "
+                f"Received: sparsity={sparsity!r}"
             )
         if (
             isinstance(sparsity, bool)
@@ -390,29 +503,67 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(
                 f"`sparsity` must be a float in [0, 1). Received: sparsity={sparsity!r}"
             )
-        for weight, mask, threshold in zip(
-            self._prunable_weights, self._masks, self._thresholds, strict=True
+        new_masks, thresholds = [], []
+        for scores in self._scores():
+            if self.sparsity_m_by_n is not None:
+                mask, threshold = masks_lib.m_by_n_mask(
+                    scores, *self.sparsity_m_by_n, axis=self._channel_axis
+                )
+            else:
+                mask, threshold = masks_lib.block_magnitude_mask(
+                    scores, sparsity, self.block_size, self.block_pooling_type
+                )
+            new_masks.append(mask)
+            thresholds.append(threshold)
+        self._set_masks(new_masks, thresholds)
+
+    def _scores(self):
+        """The criterion's float32 score of every prunable weight, 0 where
+        masked; ValueError on NaN or infinity."""
+        gradients = self._gradients or [None] * len(self._masks)
+        found = []
+        for weight, mask, gradient in zip(
+            self._prunable_weights, self._masks, gradients, strict=True
         ):
             if not bool(ops.all(ops.isfinite(weight))):
                 raise ValueError(
                     f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
                     f"or infinite values at pruning step {self._pruning_step}; "
-                    "its magnitude mask would be meaningless. Lower the learning "
+                    "its pruning scores would be meaningless. Lower the learning "
                     "rate or check the inputs (for example with "
                     "keras.callbacks.TerminateOnNaN)."
                 )
             effective = masks_lib.apply_mask(weight, mask)
-            if self.sparsity_m_by_n is not None:
-                new_mask, new_threshold = masks_lib.m_by_n_mask(
-                    effective, *self.sparsity_m_by_n, axis=self._channel_axis
+            scores = criteria_lib._scores(
+                self.criterion, effective, None if gradient is None else gradient.value
+            )
+            if not bool(ops.all(ops.isfinite(scores))):
+                raise ValueError(
+                    f"The pruning scores of weight {weight.path!r} of layer "
+                    f"{self.layer.name!r} hold NaN or infinite values at pruning "
+                    f"step {self._pruning_step} (criterion={self.criterion!r}): "
+                    "the gradients overflowed. Lower the learning rate or use "
+                    "criterion='magnitude'."
                 )
-            else:
-                new_mask, new_threshold = masks_lib.block_magnitude_mask(
-                    effective, sparsity, self.block_size, self.block_pooling_type
-                )
+            found.append(ops.where(mask, scores, ops.zeros_like(scores)))
+        return found
+
+    def _set_masks(self, new_masks, thresholds):
+        """Writes masks and thresholds, zeroes the newly pruned weights and
+        restarts the gradient accumulators."""
+        for weight, mask, threshold, new_mask, new_threshold in zip(
+            self._prunable_weights,
+            self._masks,
+            self._thresholds,
+            new_masks,
+            thresholds,
+            strict=True,
+        ):
+            weight.assign(masks_lib.apply_mask(weight, ops.logical_and(mask, new_mask)))
             mask.assign(new_mask)
             threshold.assign(new_threshold)
-            weight.assign(masks_lib.apply_mask(effective, new_mask))
+        for accumulated in self._gradients:
+            accumulated.assign(ops.zeros_like(accumulated))
 
     def masked_weights(self):
         """Returns `[w * mask]` for every prunable weight, as NumPy arrays."""
@@ -465,6 +616,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             ),
             "granularity": self.granularity,
             "channel_sides": list(self.channel_sides),
+            "criterion": criteria_lib._serialize(self.criterion),
+            "global_pruning": self.global_pruning,
+            "allocation": self.allocation,
+            "sparsity_bounds": (
+                None if self.sparsity_bounds is None else list(self.sparsity_bounds)
+            ),
         }
         return {**super().get_config(), **config}
 
@@ -474,5 +631,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         config["pruning_schedule"] = keras.saving.deserialize_keras_object(
             config["pruning_schedule"], custom_objects=custom_objects
         )
+        if "criterion" in config:
+            config["criterion"] = criteria_lib._deserialize(
+                config["criterion"], custom_objects=custom_objects
+            )
         config["channel_sides"] = tuple(config.get("channel_sides", _CHANNEL_SIDES))
         return super().from_config(config, custom_objects=custom_objects)

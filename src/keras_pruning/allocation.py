@@ -1,0 +1,142 @@
+"""How a model-wide sparsity is shared among weight tensors.
+
+`global_pruning=True` makes the schedule's sparsity the sparsity of all the
+pruned weights together. `"magnitude"` allocation ranks every weight against
+every other (`masks.global_magnitude_masks`); `"erk"` fixes each tensor's
+share from its shape alone (`erk_sparsities`), then prunes each tensor by its
+own ranking. Both take per-tensor `(floor, cap)` bounds.
+"""
+
+import math
+
+from keras_pruning import masks as masks_lib
+
+__all__ = ("ALLOCATIONS", "erk_sparsities", "erk_masks")
+
+ALLOCATIONS = ("magnitude", "erk")
+_BISECTION_STEPS = 200
+
+
+def _erk_score(shape):
+    """Erdős–Rényi-Kernel density scale: `sum(shape) / prod(shape)`."""
+    return sum(shape) / math.prod(shape)
+
+
+def erk_sparsities(shapes, sparsity, bounds=None):
+    """Per-tensor sparsities with the Erdős–Rényi-Kernel rule (RigL).
+
+    Tensor `i` of shape `s_i` and size `n_i` keeps a density
+    `d_i = clip(eps * sum(s_i) / prod(s_i), 1 - cap_i, 1 - floor_i)`, with
+    `eps` found by bisection so that `sum(n_i * d_i) = (1 - sparsity) * N`:
+    small and thin tensors stay denser, large ones are pruned harder. When
+    the bounds cannot meet `sparsity`, they win.
+
+    Args:
+        shapes: one shape (a tuple of positive ints) per tensor.
+        sparsity: the overall sparsity, a float in [0, 1).
+        bounds: `None`, or one `(floor, cap)` pair per tensor with
+            `0 <= floor <= cap <= 1`. Defaults to `None`: `(0, 1)`.
+
+    Returns:
+        A list of floats `1 - d_i`, one per tensor, each in [0, 1].
+
+    Examples:
+        >>> [round(s, 3) for s in erk_sparsities([(100, 10), (10, 10)], 0.5)]
+        [0.535, 0.154]
+    """
+    shapes = [tuple(int(d) for d in shape) for shape in shapes]
+    if bounds is None:
+        bounds = [(0.0, 1.0)] * len(shapes)
+    sizes = [math.prod(shape) for shape in shapes]
+    scores = [_erk_score(shape) for shape in shapes]
+    lows = [1.0 - cap for _, cap in bounds]
+    highs = [1.0 - floor for floor, _ in bounds]
+
+    def densities(eps):
+        return [
+            min(max(eps * score, low), high)
+            for score, low, high in zip(scores, lows, highs, strict=True)
+        ]
+
+    def kept(eps):
+        return sum(n * d for n, d in zip(sizes, densities(eps), strict=True))
+
+    target = (1.0 - sparsity) * sum(sizes)
+    low_eps, high_eps = (
+        0.0,
+        max(high / score for score, high in zip(scores, highs, strict=True)),
+    )
+    for _ in range(_BISECTION_STEPS):
+        middle = (low_eps + high_eps) / 2
+        if kept(middle) < target:
+            low_eps = middle
+        else:
+            high_eps = middle
+    return [1.0 - d for d in densities(high_eps)]
+
+
+def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
+    """Masks every tensor at its `erk_sparsities` target.
+
+    Tensor `i` (of `n_i` entries, or blocks with a `block_size`) keeps its
+    `k_i` best by magnitude (or pooled block score), with
+    `k_i = num_kept(n_i, s_i)` clipped to its bounds' range, so a bounded
+    tensor is never outside its bounds.
+
+    Args:
+        weights: a list of tensors (rank 2 or more with a `block_size`).
+        sparsity: the overall sparsity, a float in [0, 1).
+        block_size: `(r, c)`. Defaults to `(1, 1)`.
+        pooling: `"avg"` or `"max"`, for blocks. Defaults to `"avg"`.
+        bounds: `None`, or one `(floor, cap)` per tensor. Defaults to `None`.
+
+    Returns:
+        `(masks, thresholds)`: a boolean mask and the smallest kept score
+        per tensor.
+    """
+    bounds = bounds or [(0.0, 1.0)] * len(weights)
+    targets = erk_sparsities([w.shape for w in weights], sparsity, bounds)
+    masks, thresholds = [], []
+    for weight, target, (floor, cap) in zip(weights, targets, bounds, strict=True):
+        blocks = math.prod(masks_lib._block_scores(weight, block_size, pooling).shape)
+        low, high = masks_lib._kept_range(blocks, floor, cap)
+        kept = min(max(masks_lib.num_kept(blocks, target), low), high)
+        mask, threshold = masks_lib.block_magnitude_mask(
+            weight, 1.0 - kept / blocks, block_size, pooling
+        )
+        masks.append(mask)
+        thresholds.append(threshold)
+    return masks, thresholds
+
+
+def _check_allocation(allocation):
+    if allocation not in ALLOCATIONS:
+        raise ValueError(
+            f"`allocation` must be one of {ALLOCATIONS}. Received: "
+            f"allocation={allocation!r}"
+        )
+    return allocation
+
+
+def _check_bounds(bounds):
+    """`None`, or `bounds` as a `(floor, cap)` tuple of floats with
+    `0 <= floor <= cap < 1`."""
+    if bounds is None:
+        return None
+    allowed = (
+        "`sparsity_bounds` must be a pair (floor, cap) of floats with "
+        "0 <= floor <= cap < 1: the least and the most sparsity a layer may "
+        f"end with. Received: sparsity_bounds={bounds!r}"
+    )
+    if (
+        not isinstance(bounds, (tuple, list))
+        or len(bounds) != 2
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds
+        )
+    ):
+        raise TypeError(allowed)
+    floor, cap = (float(v) for v in bounds)
+    if not 0.0 <= floor <= cap < 1.0:  # False for NaN too
+        raise ValueError(allowed)
+    return (floor, cap)
