@@ -9,7 +9,15 @@ import sys
 import pytest
 
 import keras_pruning
-from keras_pruning import analysis, datasets, export, lottery, structured
+from keras_pruning import (
+    allocation,
+    analysis,
+    criteria,
+    datasets,
+    export,
+    lottery,
+    structured,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +49,16 @@ def _anchors(site):
 
 @pytest.mark.parametrize(
     "module",
-    [keras_pruning, export, analysis, datasets, lottery, structured],
+    [
+        keras_pruning,
+        export,
+        analysis,
+        datasets,
+        lottery,
+        structured,
+        criteria,
+        allocation,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_every_public_name_is_in_the_api_reference(site, module):

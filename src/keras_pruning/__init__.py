@@ -25,7 +25,15 @@ from keras_pruning.stats import WeightSparsity, sparsity_report
 from keras_pruning.wrapper import PruneLowMagnitude
 
 # TFMOT's namespace: `import keras_pruning as tfmot; tfmot.sparsity.keras...`
-from keras_pruning import analysis, datasets, lottery, sparsity, structured  # isort: skip
+from keras_pruning import (  # isort: skip
+    allocation,
+    analysis,
+    criteria,
+    datasets,
+    lottery,
+    sparsity,
+    structured,
+)
 
 __version__ = "0.1.0"
 
@@ -41,9 +49,11 @@ __all__ = (
     "PruningSummaries",
     "UpdatePruningStep",
     "WeightSparsity",
+    "allocation",
     "analysis",
     "block_magnitude_mask",
     "compare_cost",
+    "criteria",
     "datasets",
     "get_prunable_weights",
     "global_magnitude_masks",
