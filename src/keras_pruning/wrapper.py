@@ -153,7 +153,7 @@ def _accumulate_gradient(effective, accumulated):
 
         return effective, grad
 
-    return identity(effective, accumulated)
+    return identity(effective, accumulated.value)
 
 
 def _check_combination(wrapper, granularity):
