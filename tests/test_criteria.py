@@ -209,3 +209,48 @@ def test_a_registered_user_criterion_round_trips_through_the_config():
     layer = kp.PruneLowMagnitude(keras.layers.Dense(4), criterion=inverse_gradient)
     clone = kp.PruneLowMagnitude.from_config(layer.get_config())
     assert clone.criterion is inverse_gradient
+
+
+def test_taylor_sums_agree_on_every_replica_of_a_mirrored_strategy():
+    # Two logical CPUs must be set before TensorFlow starts: a fresh process.
+    result = run_in_fresh_process(
+        """
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, numpy as np, keras_pruning as kp
+        from keras_pruning.structured._gradients import loss_gradients
+        keras.utils.set_random_seed(0)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(64, 8)).astype("float32")
+        y = rng.integers(0, 3, 64)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = kp.prune_low_magnitude(
+                keras.Sequential([keras.Input((8,)), keras.layers.Dense(16),
+                                  keras.layers.Dense(3)]),
+                kp.ConstantSparsity(0.5, 0, frequency=1000), criterion="taylor")
+            model.compile(keras.optimizers.SGD(0.0), loss)
+        model.fit(x, y, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[kp.UpdatePruningStep()])
+        wrappers = kp.pruning_wrappers(model)
+        kernels = [w.prunable_weights[0] for w in wrappers]
+        expected = loss_gradients(model, kernels, (x, y), loss, batch_size=16)
+        errors = []
+        for wrapper, kernel in zip(wrappers, kernels):
+            for local in strategy.experimental_local_results(
+                    wrapper._gradients[0].value):
+                errors.append(float(np.abs(
+                    2 * np.asarray(local) - expected[id(kernel)]).max()))
+        print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                          "errors": errors}))
+        """
+    )
+    # Each replica holds the sum over the global batch divided by the
+    # number of replicas: the ranking is that of the sum.
+    assert result["replicas"] == 2
+    assert len(result["errors"]) == 4
+    assert max(result["errors"]) < 1e-5
