@@ -55,6 +55,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._wrappers = None
         self._channel_masks = None
         self._step = None
+        self._step_read = False
         self._updated = False
         self._pending = []
 
@@ -75,10 +76,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
             from keras_pruning.structured._gradual import ChannelMasks
 
             self._channel_masks = ChannelMasks(self.model, channel)
-        self._step = max(0, max(w.pruning_step for w in self._wrappers))
+        self._step = self._model_step()
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
+        # Read again at the first batch: BackupAndRestore restores the
+        # wrappers' step in its own on_train_begin, which may run after this.
+        self._step_read = False
         self._updated = False
+
+    def _model_step(self):
+        return max(0, max(w.pruning_step for w in self._wrappers))
 
     def _apply_pending(self):
         # A model built without input shapes is built by its first training
@@ -97,6 +104,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self._wrappers is None:
             self.on_train_begin()
         self._apply_pending()
+        if not self._step_read:
+            self._step = self._model_step()
+            self._step_read = True
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step

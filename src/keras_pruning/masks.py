@@ -84,11 +84,15 @@ def magnitude_mask(weights, sparsity):
     if k >= size:
         return ops.ones(ops.shape(weights), MASK_DTYPE), ops.min(magnitudes)
     threshold = kth_largest(magnitudes, k)
-    greater = magnitudes > threshold
-    ties = ops.equal(magnitudes, threshold)
-    tie_rank = ops.cumsum(ops.cast(ties, "int32"))
-    kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
-    flat_mask = ops.logical_or(greater, kept_ties)
+    flat_mask = magnitudes >= threshold
+    if _count(flat_mask) > k:
+        # Ties at the threshold: keep the first ones in flat-index order. The
+        # int32 rank costs 4 bytes per weight, so it is built only here.
+        greater = magnitudes > threshold
+        ties = ops.equal(magnitudes, threshold)
+        tie_rank = ops.cumsum(ops.cast(ties, "int32"))
+        kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
+        flat_mask = ops.logical_or(greater, kept_ties)
     return ops.reshape(flat_mask, ops.shape(weights)), threshold
 
 

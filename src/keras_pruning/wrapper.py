@@ -373,7 +373,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
         Raises:
             ValueError: if a weight holds NaN or infinity (the mask would be
-                meaningless).
+                meaningless); no mask is changed then.
         """
         if self.granularity == "channel":
             raise ValueError(
@@ -390,17 +390,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(
                 f"`sparsity` must be a float in [0, 1). Received: sparsity={sparsity!r}"
             )
+        self._check_finite()
         for weight, mask, threshold in zip(
             self._prunable_weights, self._masks, self._thresholds, strict=True
         ):
-            if not bool(ops.all(ops.isfinite(weight))):
-                raise ValueError(
-                    f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
-                    f"or infinite values at pruning step {self._pruning_step}; "
-                    "its magnitude mask would be meaningless. Lower the learning "
-                    "rate or check the inputs (for example with "
-                    "keras.callbacks.TerminateOnNaN)."
-                )
             effective = masks_lib.apply_mask(weight, mask)
             if self.sparsity_m_by_n is not None:
                 new_mask, new_threshold = masks_lib.m_by_n_mask(
@@ -413,6 +406,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             mask.assign(new_mask)
             threshold.assign(new_threshold)
             weight.assign(masks_lib.apply_mask(effective, new_mask))
+
+    def _check_finite(self):
+        """ValueError if a prunable weight holds NaN or infinity, before any
+        mask changes: a magnitude mask of such weights would be meaningless."""
+        for weight in self._prunable_weights:
+            if not bool(ops.all(ops.isfinite(weight))):
+                raise ValueError(
+                    f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
+                    f"or infinite values at pruning step {self._pruning_step}; "
+                    "its magnitude mask would be meaningless. Lower the learning "
+                    "rate or check the inputs (for example with "
+                    "keras.callbacks.TerminateOnNaN)."
+                )
 
     def masked_weights(self):
         """Returns `[w * mask]` for every prunable weight, as NumPy arrays."""
