@@ -37,7 +37,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     One step counter serves the whole model: a shared layer, or a layer called
     twice per batch, advances once. The first training batch is step 1; steps
-    carry over across `fit()` calls and across save and load. Before each batch
+    carry over across `fit()` calls and across save and load (the step is
+    read at the first batch, after `BackupAndRestore` restores it, whatever
+    the order of the callbacks). Before each batch
     whose step a wrapper's schedule selects, that wrapper's masks are
     recomputed from the current weights (between steps, so on every backend).
     A model that is only built by its first training step (a Sequential
