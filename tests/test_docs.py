@@ -78,6 +78,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/lottery",
         "guides/export",
         "guides/micro",
+        "guides/reliability",
         "migration",
         "case-study",
         "design",

@@ -70,7 +70,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     One step counter serves the whole model: a shared layer, or a layer called
     twice per batch, advances once. The first training batch is step 1; steps
-    carry over across `fit()` calls and across save and load. Before each batch
+    carry over across `fit()` calls and across save and load (the step is
+    read at the first batch, after `BackupAndRestore` restores it, whatever
+    the order of the callbacks). Before each batch
     whose step a wrapper's schedule selects, that wrapper's masks are
     recomputed from the current weights (between steps, so on every backend).
     A model that is only built by its first training step (a Sequential
@@ -89,6 +91,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._channel_masks = None
         self._units = []
         self._step = None
+        self._step_read = False
         self._updated = False
         self._pending = []
 
@@ -116,10 +119,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
         global_ = [w for w in weight if w.global_pruning]
         if global_:
             self._units.append(GlobalMasks(global_))
-        self._step = max(0, max(w.pruning_step for w in self._wrappers))
+        self._step = self._model_step()
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step
+        # Read again at the first batch: BackupAndRestore restores the
+        # wrappers' step in its own on_train_begin, which may run after this.
+        self._step_read = False
         self._updated = False
+
+    def _model_step(self):
+        return max(0, max(w.pruning_step for w in self._wrappers))
 
     def _apply_pending(self):
         # A model built without input shapes is built by its first training
@@ -138,6 +147,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self._wrappers is None:
             self.on_train_begin()
         self._apply_pending()
+        if not self._step_read:
+            self._step = self._model_step()
+            self._step_read = True
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._pruning_step = self._step

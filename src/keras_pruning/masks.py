@@ -91,11 +91,16 @@ def _keep_largest(values, k):
     if k >= size:
         return ops.ones((size,), MASK_DTYPE), ops.min(values)
     threshold = kth_largest(values, k)
-    greater = values > threshold
-    ties = ops.equal(values, threshold)
-    tie_rank = ops.cumsum(ops.cast(ties, "int32"))
-    kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
-    return ops.logical_or(greater, kept_ties), threshold
+    mask = values >= threshold
+    if _count(mask) > k:
+        # Ties at the threshold: keep the first ones in flat-index order. The
+        # int32 rank costs 4 bytes per entry, so it is built only here.
+        greater = values > threshold
+        ties = ops.equal(values, threshold)
+        tie_rank = ops.cumsum(ops.cast(ties, "int32"))
+        kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
+        mask = ops.logical_or(greater, kept_ties)
+    return mask, threshold
 
 
 def _check_rank(weights, what):

@@ -480,9 +480,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
         Raises:
             ValueError: if a weight or its score holds NaN or infinity (the
-                mask would be meaningless), or if the wrapper's masks are set
-                for the whole model (`granularity="channel"` or
-                `global_pruning=True`).
+                mask would be meaningless; no mask is changed then), or if the
+                wrapper's masks are set for the whole model
+                (`granularity="channel"` or `global_pruning=True`).
         """
         if self.granularity == "channel" or self.global_pruning:
             setting = (
@@ -519,20 +519,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _scores(self):
         """The criterion's float32 score of every prunable weight, 0 where
-        masked; ValueError on NaN or infinity."""
+        masked; ValueError on NaN or infinity, before any mask changes."""
+        self._check_finite()
         gradients = self._gradients or [None] * len(self._masks)
         found = []
         for weight, mask, gradient in zip(
             self._prunable_weights, self._masks, gradients, strict=True
         ):
-            if not bool(ops.all(ops.isfinite(weight))):
-                raise ValueError(
-                    f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
-                    f"or infinite values at pruning step {self._pruning_step}; "
-                    "its pruning scores would be meaningless. Lower the learning "
-                    "rate or check the inputs (for example with "
-                    "keras.callbacks.TerminateOnNaN)."
-                )
             effective = masks_lib.apply_mask(weight, mask)
             scores = criteria_lib._scores(
                 self.criterion, effective, None if gradient is None else gradient.value
@@ -564,6 +557,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             threshold.assign(new_threshold)
         for accumulated in self._gradients:
             accumulated.assign(ops.zeros_like(accumulated))
+
+    def _check_finite(self):
+        """ValueError if a prunable weight holds NaN or infinity, before any
+        mask changes: a magnitude mask of such weights would be meaningless."""
+        for weight in self._prunable_weights:
+            if not bool(ops.all(ops.isfinite(weight))):
+                raise ValueError(
+                    f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
+                    f"or infinite values at pruning step {self._pruning_step}; "
+                    "its magnitude mask would be meaningless. Lower the learning "
+                    "rate or check the inputs (for example with "
+                    "keras.callbacks.TerminateOnNaN)."
+                )
 
     def masked_weights(self):
         """Returns `[w * mask]` for every prunable weight, as NumPy arrays."""

@@ -192,6 +192,7 @@ def to_tflite(
     import tensorflow as tf
 
     plain = strip_pruning(model) if pruning_wrappers(model) else model
+    plain = _float32_compute(plain)
     batch = 1 if target == "micro" else None
     specs = [
         tf.TensorSpec(
@@ -212,6 +213,40 @@ def to_tflite(
     if path is not None:
         write_atomic(path, data)
     return data
+
+
+def _is_mixed(policy):
+    return (
+        policy.compute_dtype != policy.variable_dtype and not policy.quantization_mode
+    )
+
+
+def _float32_policies(config):
+    """`config` with every mixed precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+            config.get("config", {}).get("name")
+        ).startswith("mixed_"):
+            return "float32"
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def _float32_compute(model):
+    """`model`, or a float32 copy of it if a layer computes in float16 or
+    bfloat16 under a mixed precision policy (`mixed_float16`,
+    `mixed_bfloat16`). Its variables are float32 already; the converter has
+    no builtin float16/bfloat16 kernels (`quantize="float16"` stores float16
+    weights instead)."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    if not any(_is_mixed(layer.dtype_policy) for layer in layers):
+        return model
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _export_inference_saved_model(model, specs, path):

@@ -120,6 +120,8 @@ class ChannelMasks:
                 due[g] = float(sparsity)
         if not due:
             return False
+        for wrapper in self.wrapper_of.values():
+            wrapper._check_finite()
         effective = self._effective()
         scores = _channels.group_scores(self.analysis, "l2", values=effective)
         keep = self.current_keep()
