@@ -57,6 +57,12 @@ def run(models, sparsities, calibration):
             "floor_bytes": floor,
             "bytes": sizes,
             "ratio_to_floor": {name: size / floor for name, size in sizes.items()},
+            # What the compressed micro file spends beyond the floor: a 1-bit
+            # mask costs n/8 bytes where the floor counts n*H(s)/8, and the
+            # file holds more than kernels (biases, quantization parameters,
+            # the graph): the micro file's bytes beyond its n int8 kernels.
+            "mask_bytes_1bit": sum((r.size + 7) // 8 for r in report),
+            "non_kernel_bytes": sizes["micro"] - total,
         }
     return {
         "method": "local (the accuracy section's models)",

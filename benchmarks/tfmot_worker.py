@@ -122,6 +122,8 @@ def overhead(task, data):
         "dense_step_ms": 1000 * _common.median(times["dense"]) / steps,
         "pruned_step_ms": 1000 * _common.median(times["pruned"]) / steps,
         "ratio": _common.median_ratio(times["pruned"], times["dense"]),
+        "ratio_of_medians": _common.median(times["pruned"])
+        / _common.median(times["dense"]),
         "noop_callback_ratio": _common.median_ratio(
             times["dense_noop"], times["dense"]
         ),

@@ -80,6 +80,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/micro",
         "migration",
         "case-study",
+        "benchmarks",
         "design",
     ):
         assert (site / page / "index.html").is_file(), page
