@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PRESET ?= quick
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint docs fashion-mnist clean
+.PHONY: demo test bench lint docs fashion-mnist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ demo: $(VENV)/.installed-demo fashion-mnist
 test: $(VENV)/.installed-dev fashion-mnist
 	$(BIN)/ruff check .
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -n 2 -q
+
+# Benchmarks against TFMOT and dense training (benchmarks/run.py): the full run
+# writes benchmarks/results/latest.*; `make bench QUICK=1` (about 10 minutes on
+# 2 cores) writes benchmarks/results/quick.*.
+bench: $(VENV)/.installed-dev fashion-mnist
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python benchmarks/run.py $(if $(QUICK),--quick)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -81,6 +81,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/reliability",
         "migration",
         "case-study",
+        "benchmarks",
         "design",
     ):
         assert (site / page / "index.html").is_file(), page

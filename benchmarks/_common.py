@@ -1,0 +1,213 @@
+"""Pure helpers shared by the benchmark sections and the TFMOT worker.
+
+Nothing here imports Keras or TensorFlow: the TFMOT worker (`tf_keras`, with
+`TF_USE_LEGACY_KERAS=1`) imports this module too.
+"""
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+# Display name -> distribution name, for the versions stamped on every figure.
+PACKAGES = {
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "tf_keras": "tf-keras",
+    "tfmot": "tensorflow-model-optimization",
+    "keras_pruning": "keras-pruning",
+    "ai-edge-litert": "ai-edge-litert",
+    "tflite-micro": "tflite-micro",
+    "numpy": "numpy",
+}
+
+# The Fashion-MNIST CNN of the accuracy section and the MLP, as
+# `[class_name, kwargs]` pairs that both Keras 3 and tf_keras build.
+CNN_LAYERS = [
+    ["Conv2D", {"filters": 32, "kernel_size": 3, "activation": "relu"}],
+    ["MaxPooling2D", {}],
+    ["Conv2D", {"filters": 64, "kernel_size": 3, "activation": "relu"}],
+    ["MaxPooling2D", {}],
+    ["Flatten", {}],
+    ["Dense", {"units": 128, "activation": "relu"}],
+    ["Dense", {"units": 10}],
+]
+MLP_LAYERS = [
+    ["Flatten", {}],
+    ["Dense", {"units": 300, "activation": "relu"}],
+    ["Dense", {"units": 100, "activation": "relu"}],
+    ["Dense", {"units": 10}],
+]
+IMAGE_SHAPE = (28, 28, 1)
+MOBILENET = {"alpha": 0.35, "input_shape": (96, 96, 3), "classes": 10}
+
+
+def build_sequential(keras_module, layers, input_shape=IMAGE_SHAPE, name=None):
+    """A Sequential model from `[class_name, kwargs]` pairs, in `keras_module`
+    (`keras` or `tf_keras`)."""
+    return keras_module.Sequential(
+        [keras_module.Input(tuple(input_shape))]
+        + [getattr(keras_module.layers, cls)(**kwargs) for cls, kwargs in layers],
+        name=name,
+    )
+
+
+def versions():
+    """Versions of Python and of every package in `PACKAGES` (`None` when a
+    package is not installed)."""
+    found = {"python": platform.python_version()}
+    for label, dist in PACKAGES.items():
+        try:
+            found[label] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[label] = None
+    return found
+
+
+def machine():
+    """What the timings ran on."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+    }
+
+
+def stamp(result, command, started):
+    """`result` with its provenance: the command, versions, machine, the
+    finishing time (UTC, ISO 8601) and the seconds since `started`
+    (a `time.perf_counter()` value)."""
+    return {
+        **result,
+        "provenance": {
+            "command": command,
+            "versions": versions(),
+            "machine": machine(),
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+
+
+def interleaved(functions, repeats, warmup=1, clock=time.perf_counter):
+    """Times each function in `functions` (a dict name -> callable) `repeats`
+    times, interleaved: round `r` calls them in order, or in reverse order
+    when `r` is odd, so that a slow drift of the machine hits all alike.
+    `warmup` untimed rounds come first (tracing, caches).
+
+    Returns:
+        A dict name -> list of `repeats` durations in seconds, in round order.
+    """
+    if repeats < 1:
+        raise ValueError(f"`repeats` must be at least 1. Received: repeats={repeats}")
+    names = list(functions)
+    for _ in range(warmup):
+        for name in names:
+            functions[name]()
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = clock()
+            functions[name]()
+            times[name].append(clock() - start)
+    return times
+
+
+def median(values):
+    return float(statistics.median(values))
+
+
+def median_ratio(numerators, denominators):
+    """The median of the per-round ratios `numerators[i] / denominators[i]`:
+    each ratio compares two measurements taken in the same minute."""
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(
+            "`numerators` and `denominators` must be non-empty and of equal length. "
+            f"Received: {len(numerators)} and {len(denominators)} values"
+        )
+    return median([n / d for n, d in zip(numerators, denominators, strict=True)])
+
+
+def entropy_bits(sparsity):
+    """Binary entropy `H(s) = -s log2 s - (1 - s) log2(1 - s)`, in bits."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"`sparsity` must be in [0, 1]. Received: sparsity={sparsity}")
+    if sparsity in (0.0, 1.0):
+        return 0.0
+    return -sparsity * math.log2(sparsity) - (1 - sparsity) * math.log2(1 - sparsity)
+
+
+def floor_bytes(weights, bits=8):
+    """The information floor of pruned weights: `nnz * bits + n * H(s)` bits
+    for each weight of `n` values with `nnz` nonzeros (`s = 1 - nnz / n`),
+    summed, in bytes (rounded up). `weights` is a list of `(n, nnz)` pairs."""
+    total = 0.0
+    for n, nnz in weights:
+        if n <= 0 or not 0 <= nnz <= n:
+            raise ValueError(
+                f"Each weight needs n > 0 and 0 <= nnz <= n. Received: n={n}, nnz={nnz}"
+            )
+        total += nnz * bits + n * entropy_bits(1 - nnz / n)
+    return int(math.ceil(total / 8))
+
+
+def pruning_schedule_args(steps_per_epoch, final_sparsity, updates=10):
+    """The shared PolynomialDecay arguments of the accuracy section: from 0 to
+    `final_sparsity` over about the first epoch, in `updates` mask updates
+    (the last one lands exactly on `end_step`, so the final sparsity is
+    reached); the rest of the pruning budget fine-tunes at that sparsity."""
+    frequency = max(1, steps_per_epoch // updates)
+    return {
+        "initial_sparsity": 0.0,
+        "final_sparsity": final_sparsity,
+        "begin_step": 0,
+        "end_step": frequency * updates,
+        "frequency": frequency,
+    }
+
+
+def loglog_slope(xs, ys):
+    """The least-squares slope of `log(y)` against `log(x)`: 1 for cost that
+    grows linearly with `x`, below 1 for sublinear growth."""
+    if len(xs) != len(ys) or len(xs) < 2:
+        raise ValueError(
+            f"Need at least two (x, y) points. Received: {len(xs)} x and {len(ys)} y"
+        )
+    lx = [math.log(x) for x in xs]
+    ly = [math.log(y) for y in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    spread = sum((x - mx) ** 2 for x in lx)
+    if spread == 0:
+        raise ValueError("The x values must not all be equal.")
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly, strict=True)) / spread
+
+
+def write_atomic(path, text):
+    """Writes `text` (str or bytes) to `path` through a temporary file in the
+    same folder, renamed into place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path, data):
+    return write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,40 @@
+"""Starts `tfmot_worker.py` in a subprocess with `TF_USE_LEGACY_KERAS=1`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import _common
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfmot_worker.py")
+
+
+def run_tfmot(spec, folder, name, timeout=3600):
+    """Runs the TFMOT worker on `spec` (without `"out"`), with its files in
+    `folder`; returns its JSON result. Raises RuntimeError with the worker's
+    output if it fails."""
+    spec_path = os.path.join(folder, f"{name}_spec.json")
+    out_path = os.path.join(folder, f"{name}_out.json")
+    _common.write_json(spec_path, {**spec, "out": out_path})
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    done = subprocess.run(
+        [sys.executable, WORKER, spec_path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"The TFMOT worker failed ({done.returncode}):\n"
+            + done.stdout[-4000:]
+            + done.stderr[-4000:]
+        )
+    with open(out_path) as f:
+        return json.load(f)

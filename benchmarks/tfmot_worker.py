@@ -1,0 +1,216 @@
+"""TFMOT 0.8.1 on tf_keras: the baseline half of the benchmark.
+
+    TF_USE_LEGACY_KERAS=1 python benchmarks/tfmot_worker.py SPEC.json
+
+`benchmarks/run.py` starts this script in a subprocess (importing TFMOT would
+switch `tf.keras` to tf_keras in the benchmark's own process), so TFMOT and
+keras-pruning are measured on the same machine in the same minutes. SPEC.json:
+
+- `"data"`: an npz with `x_train` (uint8, n x 28 x 28), `y_train`, `x_test`,
+  `y_test`: the Fashion-MNIST arrays the Keras 3 side uses.
+- `"overhead"`: a list of `{"model", "steps", "repeats", "batch_size"}`;
+  `model` is `"cnn"`, `"mlp"` or `"mobilenetv2"`. Step times of the dense
+  and the TFMOT-pruned model, interleaved, as in `overhead.py`.
+- `"accuracy"`: `{"weights", "sparsities", "epochs", "batch_size",
+  "learning_rate", "schedules"}`: the CNN gets the dense weights (npz,
+  `layer{i}_w{j}`), is pruned with `PolynomialDecay(**schedules[s])` for each
+  sparsity `s`, trained `epochs`, stripped and evaluated.
+- `"out"`: where the JSON result goes.
+"""
+
+import json
+import os
+import sys
+import time
+
+if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise SystemExit("tfmot_worker.py must run with TF_USE_LEGACY_KERAS=1")
+
+import _common  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras  # noqa: E402
+from tensorflow_model_optimization.python.core.sparsity.keras import (  # noqa: E402
+    pruning_wrapper,
+)
+
+sparsity = tfmot.sparsity.keras
+
+
+def _loss():
+    return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _build(name):
+    if name == "cnn":
+        return _common.build_sequential(tf_keras, _common.CNN_LAYERS)
+    if name == "mlp":
+        return _common.build_sequential(tf_keras, _common.MLP_LAYERS)
+    if name == "mobilenetv2":
+        return tf_keras.applications.MobileNetV2(
+            alpha=_common.MOBILENET["alpha"],
+            input_shape=_common.MOBILENET["input_shape"],
+            classes=_common.MOBILENET["classes"],
+            weights=None,
+            classifier_activation=None,
+        )
+    raise ValueError(f"Unknown model {name!r}")
+
+
+class NoopBatchCallback(tf_keras.callbacks.Callback):
+    """Does nothing before each batch: what any per-batch callback costs."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+
+def _bytes(variables):
+    return sum(int(np.prod(v.shape)) * v.dtype.size for v in variables)
+
+
+def overhead(task, data):
+    """Dense and TFMOT-pruned step times, interleaved; pruning state memory."""
+    steps, batch = task["steps"], task["batch_size"]
+    n = steps * batch
+    if task["model"] == "mobilenetv2":
+        rng = np.random.default_rng(0)
+        x = rng.random((n, *_common.MOBILENET["input_shape"]), dtype=np.float32)
+        y = rng.integers(0, 10, n)
+    else:
+        x = (data["x_train"][:n, ..., None] / 255.0).astype("float32")
+        y = data["y_train"][:n].astype("int64")
+    tf_keras.utils.set_random_seed(0)
+    dense = _build(task["model"])
+    dense.compile(tf_keras.optimizers.Adam(1e-3), _loss())
+    schedule = sparsity.PolynomialDecay(
+        0.0,
+        0.8,
+        begin_step=0,
+        end_step=steps * (task["repeats"] + 2),
+        frequency=steps,  # one mask update in every timed epoch
+    )
+    pruned = sparsity.prune_low_magnitude(_build(task["model"]), schedule)
+    pruned.compile(tf_keras.optimizers.Adam(1e-3), _loss())
+    update = [sparsity.UpdatePruningStep()]
+
+    def fit(model, callbacks):
+        return lambda: model.fit(
+            x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks
+        )
+
+    times = _common.interleaved(
+        {
+            "dense": fit(dense, None),
+            "dense_noop": fit(dense, [NoopBatchCallback()]),
+            "pruned": fit(pruned, update),
+        },
+        task["repeats"],
+    )
+    weight_bytes = _bytes(dense.weights)
+    masks = [
+        mask
+        for layer in pruned.layers
+        if isinstance(layer, pruning_wrapper.PruneLowMagnitude)
+        for _, mask, _ in layer.pruning_vars
+    ]
+    return {
+        "model": task["model"],
+        "parameters": int(dense.count_params()),
+        "steps": steps,
+        "repeats": task["repeats"],
+        "dense_step_ms": 1000 * _common.median(times["dense"]) / steps,
+        "pruned_step_ms": 1000 * _common.median(times["pruned"]) / steps,
+        "ratio": _common.median_ratio(times["pruned"], times["dense"]),
+        "ratio_of_medians": _common.median(times["pruned"])
+        / _common.median(times["dense"]),
+        "noop_callback_ratio": _common.median_ratio(
+            times["dense_noop"], times["dense"]
+        ),
+        "ratio_to_noop_callback": _common.median_ratio(
+            times["pruned"], times["dense_noop"]
+        ),
+        "dense_seconds": times["dense"],
+        "pruned_seconds": times["pruned"],
+        "dense_noop_seconds": times["dense_noop"],
+        "mask_bytes": _bytes(masks),
+        "state_bytes": _bytes(pruned.weights) - weight_bytes,
+        "weight_bytes": weight_bytes,
+        "mask_over_weight_bytes": _bytes(masks) / weight_bytes,
+        "state_over_weight_bytes": (_bytes(pruned.weights) - weight_bytes)
+        / weight_bytes,
+    }
+
+
+def _kernel_sparsity(model):
+    sizes = zeros = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            k = kernel.numpy()
+            sizes += k.size
+            zeros += int(np.sum(k == 0))
+    return zeros / sizes
+
+
+def accuracy(spec, data):
+    """Prune the dense CNN to each sparsity, fine-tune, strip, evaluate."""
+    x_train = (data["x_train"][..., None] / 255.0).astype("float32")
+    x_test = (data["x_test"][..., None] / 255.0).astype("float32")
+    y_train, y_test = data["y_train"].astype("int64"), data["y_test"].astype("int64")
+    with np.load(spec["weights"]) as archive:
+        weights = {key: archive[key] for key in archive.files}
+    results = {}
+    for final in spec["sparsities"]:
+        start = time.perf_counter()
+        tf_keras.backend.clear_session()
+        tf_keras.utils.set_random_seed(0)
+        model = _common.build_sequential(tf_keras, _common.CNN_LAYERS)
+        with_weights = [layer for layer in model.layers if layer.weights]
+        for i, layer in enumerate(with_weights):
+            layer.set_weights(
+                [weights[f"layer{i}_w{j}"] for j in range(len(layer.weights))]
+            )
+        schedule = sparsity.PolynomialDecay(**spec["schedules"][str(final)])
+        pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+        pruned.compile(
+            tf_keras.optimizers.Adam(spec["learning_rate"]),
+            _loss(),
+            metrics=["accuracy"],
+        )
+        pruned.fit(
+            x_train,
+            y_train,
+            batch_size=spec["batch_size"],
+            epochs=spec["epochs"],
+            verbose=0,
+            callbacks=[sparsity.UpdatePruningStep()],
+        )
+        stripped = sparsity.strip_pruning(pruned)
+        stripped.compile(loss=_loss(), metrics=["accuracy"])
+        _, acc = stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)
+        results[str(final)] = {
+            "accuracy": float(acc),
+            "sparsity": _kernel_sparsity(stripped),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    return results
+
+
+def main(path):
+    with open(path) as f:
+        spec = json.load(f)
+    tf.random.set_seed(0)
+    with np.load(spec["data"]) as archive:
+        data = {key: archive[key] for key in archive.files}
+    result = {"overhead": [], "accuracy": None}
+    for task in spec.get("overhead", []):
+        tf_keras.backend.clear_session()
+        result["overhead"].append(overhead(task, data))
+    if spec.get("accuracy"):
+        result["accuracy"] = accuracy(spec["accuracy"], data)
+    _common.write_json(spec["out"], result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
