@@ -61,6 +61,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/lottery",
         "guides/export",
         "guides/micro",
+        "guides/errors",
         "migration",
         "case-study",
         "design",

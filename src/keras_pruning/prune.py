@@ -157,6 +157,8 @@ def prune_low_magnitude(
             f"`to_prune` is a {type(to_prune).__name__}. Received: "
             f"layers={layers!r}, pruning_schedule={pruning_schedule!r}"
         )
+    if select is not None:
+        _check_layer_names(to_prune, layers, pruning_schedule)
     if pruning_schedule is None or isinstance(pruning_schedule, dict):
         pruning_schedule = ConstantSparsity(0.5, 0)
     wrapper_args = dict(
@@ -265,6 +267,24 @@ def _prune_channels_gradually(model, wrapper_args, select, ignore, kwargs):
         return clones[id(layer)]
 
     return keras.models.clone_model(model, clone_function=wrap)
+
+
+def _check_layer_names(model, layers, pruning_schedule):
+    """ValueError for a layer name in `layers` (or a dict `pruning_schedule`)
+    that no layer of `model` has: a typo would silently prune nothing."""
+    argument, keys = "layers", layers
+    if isinstance(pruning_schedule, dict):
+        argument, keys = "pruning_schedule", list(pruning_schedule)
+    elif not isinstance(layers, (list, tuple, set)):
+        keys = [layers]
+    names = {layer.name for layer in model._flatten_layers(include_self=False)}
+    missing = [key for key in keys if isinstance(key, str) and key not in names]
+    if missing:
+        raise ValueError(
+            f"`{argument}` names layers that model {model.name!r} does not have: "
+            f"{missing}. Its layers: {sorted(names)}. Received: "
+            f"{argument}={layers if argument == 'layers' else pruning_schedule!r}"
+        )
 
 
 def _layer_matcher(key, argument):
@@ -392,6 +412,8 @@ def strip_pruning(model, *, shrink=False):
         >>> any(isinstance(l, PruneLowMagnitude) for l in stripped.layers)
         False
     """
+    if not isinstance(shrink, bool):
+        raise TypeError(f"`shrink` must be True or False. Received: shrink={shrink!r}")
     if shrink and not isinstance(model, keras.Model):
         raise TypeError(
             "`shrink=True` rebuilds a model with fewer channels; pass the "
