@@ -136,7 +136,7 @@ def test_existing_file_survives_a_failed_export(cnn, tmp_path, monkeypatch):
 
     monkeypatch.setattr(_files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        to_tflite(pruned, path=path)
+        to_tflite(pruned, path=path, overwrite=True)
     assert path.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 
