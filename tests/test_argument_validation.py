@@ -14,6 +14,7 @@ docs/guides/reliability.md reports it.
 
 import dataclasses
 import functools
+import pathlib
 import re
 
 import keras
@@ -467,7 +468,7 @@ def _cases(tmp):
     ]  # fmt: skip
 
 
-CASE_IDS = [str(c) for c in _cases(__import__("pathlib").Path("."))]
+CASE_IDS = [str(c) for c in _cases(pathlib.Path("."))]
 
 
 def _names_argument(message, argument):
