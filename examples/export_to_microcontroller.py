@@ -72,11 +72,14 @@ def main(argv=None):
         representative_data=x_train[:200],
         target="micro",
         path=os.path.join(args.out, "model.tflite"),
+        overwrite=True,
     )
     small, compression = export.compress_for_micro(micro)
-    export.write_atomic(os.path.join(args.out, "model_compressed.tflite"), small)
+    export.write_atomic(
+        os.path.join(args.out, "model_compressed.tflite"), small, overwrite=True
+    )
     paths = export.write_c_source(
-        small, os.path.join(args.out, "model"), name="fashion"
+        small, os.path.join(args.out, "model"), name="fashion", overwrite=True
     )
 
     results = {}

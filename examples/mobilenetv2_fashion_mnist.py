@@ -259,7 +259,7 @@ def save_for_inference(model, path):
     stripped model (which is not compiled), so the files compare like for like."""
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    copy.save(path)
+    export.save_model(copy, path, overwrite=True)
 
 
 def _gzip_bytes(path):
@@ -280,6 +280,7 @@ def export_all(model, train, test, config):
         quantize="int8",
         representative_data=calibration,
         path=os.path.join(out, "model_litert_int8.tflite"),
+        overwrite=True,
     )
     micro = export.to_tflite(
         model,
@@ -287,13 +288,16 @@ def export_all(model, train, test, config):
         representative_data=calibration,
         target="micro",
         path=os.path.join(out, "model_micro_int8.tflite"),
+        overwrite=True,
     )
     compressed, compression = export.compress_for_micro(micro)
     export.write_atomic(
-        os.path.join(out, "model_micro_int8_compressed.tflite"), compressed
+        os.path.join(out, "model_micro_int8_compressed.tflite"),
+        compressed,
+        overwrite=True,
     )
     c_source = export.write_c_source(
-        compressed, os.path.join(out, "model_micro"), name="fashion"
+        compressed, os.path.join(out, "model_micro"), name="fashion", overwrite=True
     )
     micro_check = export.verify(compressed, model, x_eval, y=y_eval, runtime="micro")
     litert_check = export.verify(litert, model, x_eval, y=y_eval, runtime="litert")
@@ -385,7 +389,7 @@ def prune_and_finetune(config, model, train, test):
     )
     train_s = time.perf_counter() - start
     final = kp.strip_pruning(pruned)
-    final.save(os.path.join(config.out, "pruned.keras"))
+    export.save_model(final, os.path.join(config.out, "pruned.keras"), overwrite=True)
     wrapped = {w.layer.name for w in kp.pruning_wrappers(pruned)}
     stats = {
         "train_s": train_s,
@@ -441,9 +445,13 @@ def make_report(config, final, dense, pruned, deployment, test, control_accuracy
 def write_report(report, out):
     """Writes `report.json`, `report.md` and the plots, atomically."""
     export.write_atomic(
-        os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n"
+        os.path.join(out, "report.json"),
+        json.dumps(report, indent=2) + "\n",
+        overwrite=True,
     )
-    export.write_atomic(os.path.join(out, "report.md"), format_markdown(report))
+    export.write_atomic(
+        os.path.join(out, "report.md"), format_markdown(report), overwrite=True
+    )
     plot(report, out)
 
 
@@ -574,7 +582,7 @@ def _write_png(figure, path):
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=100)
-    export.write_atomic(path, buffer.getvalue())
+    export.write_atomic(path, buffer.getvalue(), overwrite=True)
 
 
 def plot(report, out):

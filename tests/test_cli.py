@@ -138,3 +138,24 @@ def test_console_script_bad_flag_exits_nonzero_without_traceback(saved):
     )
     assert result.returncode == 2
     assert "invalid choice: 'gpu'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_refuses_to_replace_files_without_force(saved, tmp_path, capsys):
+    args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path)]
+    args += ["--target", "litert", "--quantize", "none"]
+    (tmp_path / "report.md").write_text("earlier")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "refusing to replace" in err and "report.md" in err and "--force" in err
+    assert os.listdir(tmp_path) == ["report.md"]
+    assert main([*args, "--force"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["cnn.tflite", "report.json", "report.md"]
+    assert (tmp_path / "report.md").read_text().startswith("# Deployment report")
+
+
+def test_bad_c_name_is_reported_before_anything_is_written(saved, tmp_path, capsys):
+    args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path / "o")]
+    args += ["--quantize", "none", "--name", "1bad"]
+    assert main(args) == 2
+    assert "`name` must be a C identifier" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -79,6 +79,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/export",
         "guides/micro",
         "guides/reliability",
+        "guides/errors",
         "migration",
         "case-study",
         "benchmarks",

@@ -258,3 +258,30 @@ def test_lottery_ticket_rewinds_kept_weights_to_the_saved_step(fashion_mnist_dir
         _masks_and_kernels(ticket.model), kernels, strict=True
     ):
         np.testing.assert_array_equal(kernel, np.where(mask, saved, 0))
+
+
+def test_examples_own_their_output_files():
+    """Every file an example writes through our writers replaces the previous
+    run's (`make demo` twice in a row works)."""
+    import ast
+
+    writers = {"write_atomic", "write_c_source", "save_model", "to_tflite", "report"}
+    for name in sorted(os.listdir(EXAMPLES)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(EXAMPLES, name), encoding="utf-8") as file:
+            tree = ast.parse(file.read())
+        for call in ast.walk(tree):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in writers
+            ):
+                continue
+            keywords = {k.arg: k.value for k in call.keywords}
+            if call.func.attr in ("to_tflite", "report") and "path" not in keywords:
+                continue  # writes no file
+            overwrite = keywords.get("overwrite")
+            assert isinstance(overwrite, ast.Constant) and overwrite.value is True, (
+                f"{name}:{call.lineno}: pass overwrite=True"
+            )

@@ -125,7 +125,7 @@ def test_failed_export_leaves_no_file(cnn, tmp_path, monkeypatch):
 
 
 def test_existing_file_survives_a_failed_export(cnn, tmp_path, monkeypatch):
-    from keras_pruning.export import _atomic
+    from keras_pruning import _files
 
     pruned, _, _ = cnn
     path = tmp_path / "model.tflite"
@@ -134,9 +134,9 @@ def test_existing_file_survives_a_failed_export(cnn, tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(_atomic.os, "replace", broken_replace)
+    monkeypatch.setattr(_files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        to_tflite(pruned, path=path)
+        to_tflite(pruned, path=path, overwrite=True)
     assert path.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
 

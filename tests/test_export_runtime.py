@@ -65,7 +65,7 @@ def test_corrupt_and_foreign_bytes_raise_value_error(files):
     corrupt[8:64] = b"\xff" * 56
     with pytest.raises(ValueError, match="truncated or corrupt"):
         verify(bytes(corrupt), files["model"], files["x"][:1], runtime="micro")
-    with pytest.raises(TypeError, match="tflite_bytes.*str"):
+    with pytest.raises(TypeError, match="`data` must be the bytes.*str"):
         model_info("model.tflite")
 
 

@@ -279,7 +279,11 @@ def test_find_ticket_rejects_bad_arguments(kwargs, error, message):
 
 
 def test_find_ticket_needs_a_layer_to_prune():
-    with pytest.raises(ValueError, match="selects no prunable layer.*layers='x'"):
+    with pytest.raises(ValueError, match="selects no prunable layer.*layers=<class"):
+        lottery.find_ticket(
+            dense_model(), lambda m, c: None, 1, 0.2, layers=keras.layers.Conv2D
+        )
+    with pytest.raises(ValueError, match=r"does not have: \['x'\]"):
         lottery.find_ticket(dense_model(), lambda m, c: None, 1, 0.2, layers="x")
 
 

@@ -658,3 +658,33 @@ def test_global_masks_with_bounds_keep_each_tensor_within_them(sizes, sparsity, 
         m = ops.convert_to_numpy(m)
         if m.any() and not m.all():
             assert np.abs(w[m]).min() >= np.abs(w[~m]).max()
+
+
+@PROPERTY_SETTINGS
+@given(
+    m=st.integers(1, 10**12),
+    extra=st.integers(1, 10**12),
+    axis=st.sampled_from([0, 1]),
+)
+def test_m_by_n_longer_than_the_axis_is_one_short_group(m, extra, axis):
+    # No padding to n: a huge n costs no memory.
+    weights = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
+    mask, _ = _m_by_n(weights, m, m + extra, axis)
+    np.testing.assert_array_equal(mask, _reference_m_by_n(weights, m, m + extra, axis))
+
+
+@PROPERTY_SETTINGS
+@given(
+    block_size=st.tuples(st.integers(1, 10**12), st.integers(1, 10**12)),
+    sparsity=st.floats(0.0, 0.99),
+    pooling=st.sampled_from(["avg", "max"]),
+)
+def test_blocks_larger_than_the_weight_are_cut_to_it(block_size, sparsity, pooling):
+    weights = np.random.default_rng(0).normal(size=(2, 7, 5)).astype("float32")
+    cut = (min(block_size[0], 7), min(block_size[1], 5))
+    mask, threshold = block_magnitude_mask(weights, sparsity, block_size, pooling)
+    expected, expected_threshold = block_magnitude_mask(weights, sparsity, cut, pooling)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(mask), ops.convert_to_numpy(expected)
+    )
+    assert float(threshold) == float(expected_threshold)

@@ -9,7 +9,10 @@ own ranking. Both take per-tensor `(floor, cap)` bounds.
 
 import math
 
+import numpy as np
+
 from keras_pruning import masks as masks_lib
+from keras_pruning.schedules import _check_sparsity
 
 __all__ = ("ALLOCATIONS", "erk_sparsities", "erk_masks")
 
@@ -44,9 +47,11 @@ def erk_sparsities(shapes, sparsity, bounds=None):
         >>> [round(s, 3) for s in erk_sparsities([(100, 10), (10, 10)], 0.5)]
         [0.535, 0.154]
     """
-    shapes = [tuple(int(d) for d in shape) for shape in shapes]
+    shapes = _check_shapes(shapes)
+    sparsity = _check_sparsity("sparsity", sparsity)
     if bounds is None:
         bounds = [(0.0, 1.0)] * len(shapes)
+    masks_lib._check_bound_pairs(bounds, len(shapes))
     sizes = [math.prod(shape) for shape in shapes]
     scores = [_erk_score(shape) for shape in shapes]
     lows = [1.0 - cap for _, cap in bounds]
@@ -107,6 +112,28 @@ def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
         masks.append(mask)
         thresholds.append(threshold)
     return masks, thresholds
+
+
+def _check_shapes(shapes):
+    allowed = (
+        "`shapes` must be a non-empty list of shapes, each a non-empty tuple of "
+        f"positive integers. Received: shapes={shapes!r}"
+    )
+    if not isinstance(shapes, (list, tuple)) or not shapes:
+        raise TypeError(allowed)
+    checked = []
+    for shape in shapes:
+        if (
+            not isinstance(shape, (list, tuple))
+            or not shape
+            or not all(isinstance(d, (int, np.integer)) for d in shape)
+            or any(isinstance(d, bool) for d in shape)
+        ):
+            raise TypeError(allowed)
+        if min(shape) < 1:
+            raise ValueError(allowed)
+        checked.append(tuple(int(d) for d in shape))
+    return checked
 
 
 def _check_allocation(allocation):

@@ -9,15 +9,15 @@ into a per-layer sparsity plan under a metric budget, ready for a dict
 import dataclasses
 import io
 import numbers
-import os
 
 import keras
 import numpy as np
 
+from keras_pruning._files import check_overwrite, check_path, write_atomic
 from keras_pruning.masks import apply_mask, magnitude_mask
 from keras_pruning.oneshot import _selected_layers
 from keras_pruning.prune import _is_graph_model, _selection, pruning_wrappers
-from keras_pruning.schedules import _check_sparsity
+from keras_pruning.schedules import _check_int, _check_sparsity
 
 __all__ = ("SensitivityTable", "sensitivity")
 
@@ -121,6 +121,11 @@ def _check_data(data):
             f"Received: data of type {type(data).__name__}"
         )
     x, y = data
+    if not (hasattr(x, "__len__") and hasattr(y, "__len__")):
+        raise TypeError(
+            "`data` must be a pair `(x, y)` of arrays. Received: data of types "
+            f"({type(x).__name__}, {type(y).__name__})"
+        )
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(
             "`data` must hold as many labels as inputs, at least one. "
@@ -150,6 +155,7 @@ def sensitivity(
     layers=None,
     batch_size=256,
     plot=None,
+    overwrite=False,
     verbose=1,
 ):
     """Prunes each layer alone, one-shot, at each sparsity, and evaluates.
@@ -172,7 +178,8 @@ def sensitivity(
             a class, a list of them, or a predicate. Defaults to `None` (all).
         batch_size: prediction batch size. Defaults to `256`.
         plot: a `.png` path: one line per layer, metric against sparsity
-            (needs matplotlib). Defaults to `None`.
+            (needs matplotlib), written atomically. Defaults to `None`.
+        overwrite: with `plot`, replace an existing file. Defaults to `False`.
         verbose: `1` shows a progress bar, `0` nothing. Defaults to `1`.
 
     Returns:
@@ -197,12 +204,21 @@ def sensitivity(
     x, y = _check_data(data)
     sparsities = _check_sparsities(sparsities)
     metric_name, metric_fn = _metric_function(metric)
-    if verbose not in (0, 1):
-        raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
-    if plot is not None and not str(plot).endswith(".png"):
-        raise ValueError(
-            f"`plot` must be a path ending in .png. Received: plot={plot!r}"
+    if not isinstance(higher_is_better, bool):
+        raise TypeError(
+            "`higher_is_better` must be True or False. "
+            f"Received: higher_is_better={higher_is_better!r}"
         )
+    batch_size = _check_int("batch_size", batch_size, 1)
+    if not isinstance(verbose, numbers.Integral) or verbose not in (0, 1):
+        raise ValueError(f"`verbose` must be 0 or 1. Received: verbose={verbose!r}")
+    if plot is not None:
+        plot = check_path(plot, "plot")
+        if not plot.endswith(".png"):
+            raise ValueError(
+                f"`plot` must be a path ending in .png. Received: plot={plot!r}"
+            )
+    check_overwrite([] if plot is None else [plot], overwrite)
     select = _selection(layers, None)
     selected = _selected_layers(model, model, select)
     if not selected:
@@ -235,19 +251,17 @@ def sensitivity(
         baseline, sparsities, scores, metric_name, higher_is_better
     )
     if plot is not None:
-        _plot(table, os.fspath(plot))
+        _plot(table, plot, overwrite)
     return table
 
 
-def _plot(table, path):
+def _plot(table, path, overwrite):
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
             "`plot=` needs matplotlib: pip install 'keras-pruning[examples]'."
         ) from None
-    from keras_pruning.export._atomic import write_atomic
-
     # A bare Figure, not pyplot: no backend switch in the caller's session.
     figure = Figure(figsize=(7, 4))
     axis = figure.subplots()
@@ -262,4 +276,4 @@ def _plot(table, path):
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), overwrite=overwrite)

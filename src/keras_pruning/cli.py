@@ -1,10 +1,12 @@
 """The `keras-pruning` command line: a thin layer over keras_pruning.export.
 
     keras-pruning export MODEL.keras --target micro --quantize int8 \\
-        --calibration X.npy --out DIR [--compress] [--name NAME]
+        --calibration X.npy --out DIR [--compress] [--name NAME] [--force]
     keras-pruning report MODEL.keras
 
 Errors print one line on stderr and exit with status 2, without a traceback.
+Files are written atomically; `export` refuses to replace existing files
+unless given `--force`.
 """
 
 import argparse
@@ -37,6 +39,9 @@ def _parser():
         "--compress", action="store_true", help="TFLM DECODE compression (micro)"
     )
     export.add_argument("--name", default="model", help="C identifier for the C source")
+    export.add_argument(
+        "--force", action="store_true", help="replace existing files in --out"
+    )
     report = commands.add_parser(
         "report", help="print per-weight sparsity, parameters, MACs and channels"
     )
@@ -75,6 +80,7 @@ def _load_calibration(path):
 
 def _export(args):
     from keras_pruning import export
+    from keras_pruning.export._csource import _check_name
 
     model = _load_model(args.model)
     quantize = None if args.quantize == "none" else args.quantize
@@ -83,9 +89,21 @@ def _export(args):
         raise _UsageError("--quantize int8 needs --calibration X.npy (sample inputs)")
     if args.compress and args.target != "micro":
         raise _UsageError("--compress applies to --target micro only")
-    os.makedirs(args.out, exist_ok=True)
     name = os.path.splitext(os.path.basename(args.model))[0]
+    tflite_path = os.path.join(args.out, f"{name}.tflite")
+    c_prefix = os.path.join(args.out, name)
+    targets = [tflite_path]
+    if args.target == "micro":
+        targets += [f"{c_prefix}.cc", f"{c_prefix}.h", f"{c_prefix}_op_resolver.h"]
+    targets += [os.path.join(args.out, f"report.{ext}") for ext in ("json", "md")]
+    existing = [path for path in targets if os.path.lexists(path)]
+    if existing and not args.force:
+        raise _UsageError(
+            f"refusing to replace {', '.join(existing)}: pass --force to replace"
+        )
     try:
+        if args.target == "micro":
+            _check_name(args.name)
         data = export.to_tflite(
             model,
             quantize=quantize,
@@ -96,20 +114,12 @@ def _export(args):
             data, _ = export.compress_for_micro(data)
     except (TypeError, ValueError) as error:
         raise _UsageError(str(error)) from None
-    tflite_path = os.path.join(args.out, f"{name}.tflite")
-    export.write_atomic(tflite_path, data)
-    written = [tflite_path]
+    export.write_atomic(tflite_path, data, overwrite=args.force)
     if args.target == "micro":
-        written += export.write_c_source(
-            data, os.path.join(args.out, name), name=args.name
-        )
+        export.write_c_source(data, c_prefix, name=args.name, overwrite=args.force)
     x = calibration[:64] if calibration is not None else None
-    export.report(model, x=x, path=args.out)
-    written += [
-        os.path.join(args.out, "report.json"),
-        os.path.join(args.out, "report.md"),
-    ]
-    print("\n".join(written))
+    export.report(model, x=x, path=args.out, overwrite=args.force)
+    print("\n".join(targets))
 
 
 def _report(args):

@@ -83,6 +83,14 @@ def _calls(model):
             )
 
 
+def _check_model(model, argument):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{argument}` must be a Sequential or functional keras.Model. "
+            f"Received: {argument}={model!r} (of type {type(model).__name__})"
+        )
+
+
 def model_cost(model):
     """Per-layer parameters, MACs and output channels of `model`.
 
@@ -102,11 +110,7 @@ def model_cost(model):
         >>> sum(r.macs for r in rows) > 0
         True
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "`model` must be a Sequential or functional keras.Model. "
-            f"Received: model={model!r} (of type {type(model).__name__})"
-        )
+    _check_model(model, "model")
     rows = {}
     for layer, in_shape, out_shape in _calls(model):
         if None in in_shape or None in out_shape:
@@ -143,6 +147,8 @@ def compare_cost(before, after):
         `channels`, `params` and `macs` as `(before, after)` pairs (None where
         a layer is missing on one side), for layers with weights or MACs.
     """
+    _check_model(before, "before")
+    _check_model(after, "after")
     old = {r.layer: r for r in model_cost(before)}
     new = {r.layer: r for r in model_cost(after)}
     names = list(old) + [n for n in new if n not in old]

@@ -137,6 +137,10 @@ def fashion_mnist(path=None, *, download=True):
         >>> x_train.shape, y_test.shape
         ((60000, 28, 28), (10000,))
     """
+    if not isinstance(download, bool):
+        raise TypeError(
+            f"`download` must be True or False. Received: download={download!r}"
+        )
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(

@@ -117,6 +117,11 @@ def prepare(model, layers=None):
         >>> pruned = prepare(model)
         >>> update_masks(pruned, 0.2)
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a Sequential or functional keras.Model. "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
     return prune_low_magnitude(
         model, ConstantSparsity(0.0, begin_step=0, end_step=0), layers=layers
     )
@@ -174,6 +179,11 @@ def rewind(model, weights):
     """
     wrappers = _wrappers(model, "rewind")
     variables = _rewindable(model)
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(
+            "`weights` must be the list that `snapshot(model)` returns. "
+            f"Received: weights of type {type(weights).__name__}"
+        )
     if len(weights) != len(variables):
         raise ValueError(
             f"`weights` must hold one array per weight of model {model.name!r} "

@@ -5,8 +5,12 @@ prunes it. A boolean takes one byte, a quarter of a float32 weight.
 """
 
 import math
+import numbers
 
+import keras
 from keras import ops
+
+from keras_pruning.schedules import _check_sparsity
 
 __all__ = (
     "num_kept",
@@ -28,6 +32,47 @@ def num_kept(size, sparsity):
     `round` is half-to-even, as in TFMOT; at least one weight is always kept.
     """
     return max(int(round(size * (1.0 - sparsity))), 1)
+
+
+def _check_weights(weights, name="weights"):
+    dtype = getattr(weights, "dtype", None)
+    try:
+        kind = keras.backend.standardize_dtype(dtype)
+    except (ValueError, TypeError):
+        kind = str(dtype)
+    numeric = kind.startswith(("float", "bfloat", "int", "uint"))
+    if not hasattr(weights, "shape") or dtype is None or not numeric:
+        raise TypeError(
+            f"`{name}` must be a tensor or NumPy array of numbers. Received: "
+            f"{name} of type {type(weights).__name__}"
+            + ("" if dtype is None else f" and dtype {kind}")
+        )
+
+
+def _check_block_size(block_size):
+    if (
+        not isinstance(block_size, (tuple, list))
+        or len(block_size) != 2
+        or not all(isinstance(b, numbers.Integral) for b in block_size)
+        or any(isinstance(b, bool) for b in block_size)
+    ):
+        raise TypeError(
+            "`block_size` must be a pair (r, c) of positive integers. "
+            f"Received: block_size={block_size!r}"
+        )
+    if min(block_size) < 1:
+        raise ValueError(
+            "`block_size` must be a pair (r, c) of positive integers. "
+            f"Received: block_size={tuple(block_size)!r}"
+        )
+    return tuple(int(b) for b in block_size)
+
+
+def _check_pooling(pooling):
+    if pooling not in ("avg", "max"):
+        raise ValueError(
+            f"`pooling` must be 'avg' or 'max'. Received: pooling={pooling!r}"
+        )
 
 
 def _count(condition):
@@ -78,6 +123,8 @@ def magnitude_mask(weights, sparsity):
         `(mask, threshold)`: a boolean mask of `weights`' shape, and the
         smallest kept magnitude `t` (a float32 scalar).
     """
+    _check_weights(weights)
+    sparsity = _check_sparsity("sparsity", sparsity)
     magnitudes = ops.reshape(ops.abs(ops.cast(weights, "float32")), (-1,))
     k = num_kept(int(magnitudes.shape[0]), sparsity)
     flat_mask, threshold = _keep_largest(magnitudes, k)
@@ -121,6 +168,8 @@ def _block_scores(weights, block_size, pooling):
         return magnitudes
     _check_rank(weights, f"A block mask (block_size={(r, c)})")
     rows, cols = weights.shape[-2:]
+    # A block larger than the weight is one block of all of it.
+    r, c = min(r, rows), min(c, cols)
     block_rows, block_cols = -(-rows // r), -(-cols // c)
     padding = [[0, 0], [0, block_rows * r - rows], [0, block_cols * c - cols]]
     padded = ops.pad(ops.reshape(magnitudes, (-1, rows, cols)), padding)
@@ -140,9 +189,9 @@ def _block_scores(weights, block_size, pooling):
 def _expand_blocks(block_mask, block_size, shape):
     """Repeats each entry of an `(L, R, C)` block mask over its block, and
     crops it to `shape`."""
-    r, c = block_size
-    if (r, c) == (1, 1):
+    if tuple(block_size) == (1, 1):
         return block_mask
+    r, c = min(block_size[0], shape[-2]), min(block_size[1], shape[-1])
     mask = ops.repeat(ops.repeat(block_mask, r, axis=1), c, axis=2)
     return ops.reshape(mask[:, : shape[-2], : shape[-1]], shape)
 
@@ -178,6 +227,9 @@ def block_magnitude_mask(weights, sparsity, block_size, pooling="avg"):
         array([[0, 0, 1, 1],
                [0, 0, 1, 1]])
     """
+    _check_weights(weights)
+    block_size = _check_block_size(block_size)
+    _check_pooling(pooling)
     scores = _block_scores(weights, block_size, pooling)
     block_mask, threshold = magnitude_mask(scores, sparsity)
     return _expand_blocks(block_mask, block_size, tuple(weights.shape)), threshold
@@ -212,10 +264,34 @@ def m_by_n_mask(weights, m, n, axis=-2):
         array([[0, 1, 0, 1],
                [1, 0, 1, 0]])
     """
+    _check_weights(weights)
+    for name, value in (("m", m), ("n", n), ("axis", axis)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(
+                f"`{name}` must be an integer. Received: {name}={value!r} "
+                f"(of type {type(value).__name__})"
+            )
+    if not 1 <= m < n:
+        raise ValueError(
+            f"`m` and `n` must satisfy 1 <= m < n. Received: m={m!r}, n={n!r}"
+        )
     _check_rank(weights, f"An m-by-n mask ({m}, {n})")
+    ndim = len(weights.shape)
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"`axis` must be in [-{ndim}, {ndim}) for weights of shape "
+            f"{tuple(weights.shape)}. Received: axis={axis!r}"
+        )
     magnitudes = ops.abs(ops.cast(weights, "float32"))
-    moved = ops.moveaxis(magnitudes, axis, -1)
+    moved = ops.moveaxis(magnitudes, int(axis), -1)
     length = moved.shape[-1]
+    if n > length:
+        # One short group, which keeps min(length, n - m) weights.
+        m, n = max(int(m) - (int(n) - length), 0), length
+        if m == 0:
+            mask = ops.ones(ops.shape(weights), MASK_DTYPE)
+            return mask, ops.min(magnitudes)
+    m, n = int(m), int(n)
     padded = -(-length // n) * n
     # Padding of -1 loses to every magnitude: a short group keeps its own.
     rows = ops.pad(
@@ -271,6 +347,18 @@ def global_magnitude_masks(
         `(masks, threshold)`: one boolean mask per tensor, and the smallest
         kept magnitude (or block score).
     """
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise TypeError(
+            "`weights` must be a non-empty list of tensors. "
+            f"Received: weights of type {type(weights).__name__}"
+        )
+    for tensor in weights:
+        _check_weights(tensor)
+    sparsity = _check_sparsity("sparsity", sparsity)
+    block_size = _check_block_size(block_size)
+    _check_pooling(pooling)
+    if bounds is not None:
+        _check_bound_pairs(bounds, len(weights))
     scores = [_block_scores(w, block_size, pooling) for w in weights]
     flat = [ops.reshape(s, (-1,)) for s in scores]
     sizes = [int(f.shape[0]) for f in flat]
@@ -287,6 +375,26 @@ def global_magnitude_masks(
         masks.append(_expand_blocks(block_mask, block_size, tuple(w.shape)))
         start += size
     return masks, threshold
+
+
+def _check_bound_pairs(bounds, count):
+    allowed = (
+        f"`bounds` must be None or a list of {count} (floor, cap) pairs, one per "
+        f"tensor, with 0 <= floor <= cap <= 1. Received: bounds={bounds!r}"
+    )
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != count:
+        raise TypeError(allowed)
+    for pair in bounds:
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair
+            )
+        ):
+            raise TypeError(allowed)
+        if not 0.0 <= pair[0] <= pair[1] <= 1.0:
+            raise ValueError(allowed)
 
 
 def _kept_range(size, floor, cap):

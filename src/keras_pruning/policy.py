@@ -506,6 +506,11 @@ def pad_for_xnnpack(model):
         >>> ready.get_layer("Conv1").padding
         'valid'
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a Sequential or functional keras.Model. "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
     functional = _graph_model(model)
     if functional is None:
         raise ValueError(

@@ -184,6 +184,17 @@ def prune_low_magnitude(
     bounds_of = _check_global_args(
         pruning_schedule, granularity, criterion, global_pruning, sparsity_bounds
     )
+    if isinstance(pruning_schedule, dict):
+        _check_layer_names(
+            to_prune, "pruning_schedule", list(pruning_schedule), pruning_schedule
+        )
+    elif layers is not None and (isinstance(layers, type) or not callable(layers)):
+        keys = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
+        _check_layer_names(to_prune, "layers", keys, layers)
+    if isinstance(sparsity_bounds, dict) and isinstance(to_prune, keras.Model):
+        _check_layer_names(
+            to_prune, "sparsity_bounds", list(sparsity_bounds), sparsity_bounds
+        )
     if pruning_schedule is None or isinstance(pruning_schedule, dict):
         pruning_schedule = ConstantSparsity(0.5, 0)
     wrapper_args = dict(
@@ -342,6 +353,19 @@ def _check_global_args(
     return lambda layer: next((b for match, b in rules if match(layer)), None)
 
 
+def _check_layer_names(model, argument, keys, received):
+    """ValueError for a layer name among `keys` (of `argument`) that no layer
+    of `model` has: a typo would silently prune, or bound, nothing."""
+    names = {layer.name for layer in model._flatten_layers(include_self=False)}
+    missing = [key for key in keys if isinstance(key, str) and key not in names]
+    if missing:
+        raise ValueError(
+            f"`{argument}` names layers that model {model.name!r} does not have: "
+            f"{missing}. Its layers: {sorted(names)}. Received: "
+            f"{argument}={received!r}"
+        )
+
+
 def _layer_matcher(key, argument):
     """A predicate for one name or layer class; TypeError for anything else."""
     if isinstance(key, str):
@@ -474,6 +498,8 @@ def strip_pruning(model, *, shrink=False):
         >>> any(isinstance(l, PruneLowMagnitude) for l in stripped.layers)
         False
     """
+    if not isinstance(shrink, bool):
+        raise TypeError(f"`shrink` must be True or False. Received: shrink={shrink!r}")
     if shrink and not isinstance(model, keras.Model):
         raise TypeError(
             "`shrink=True` rebuilds a model with fewer channels; pass the "

@@ -137,6 +137,11 @@ def get_prunable_weights(layer):
         ValueError: if the layer type is not supported and has no
             `get_prunable_weights()` method.
     """
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(
+            "`layer` must be a keras.layers.Layer instance. "
+            f"Received: layer={layer!r} (of type {type(layer).__name__})"
+        )
     custom = getattr(layer, "get_prunable_weights", None)
     if callable(custom):
         return list(custom())

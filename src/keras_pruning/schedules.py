@@ -204,7 +204,7 @@ class PolynomialDecay(PruningSchedule):
             raise TypeError(
                 f"`power` must be a positive number. Received: power={power!r}"
             )
-        if not power > 0:
+        if not 0 < power < math.inf:
             raise ValueError(
                 f"`power` must be a positive number. Received: power={power}"
             )

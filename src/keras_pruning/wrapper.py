@@ -307,12 +307,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         if granularity == "weight" and not registry.is_prunable(layer):
             raise ValueError(registry._unsupported_message(layer))
-        channel_sides = tuple(channel_sides)
-        if not channel_sides or not set(channel_sides) <= set(_CHANNEL_SIDES):
+        if (
+            not isinstance(channel_sides, (tuple, list))
+            or not channel_sides
+            or not all(side in _CHANNEL_SIDES for side in channel_sides)
+        ):
             raise ValueError(
                 f"`channel_sides` must be a non-empty subset of {_CHANNEL_SIDES}. "
                 f"Received: channel_sides={channel_sides!r}"
             )
+        channel_sides = tuple(channel_sides)
         if pruning_schedule is None:
             pruning_schedule = ConstantSparsity(0.5, 0)
         if not isinstance(pruning_schedule, PruningSchedule):

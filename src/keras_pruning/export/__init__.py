@@ -5,7 +5,7 @@ these functions; install the interpreters with
 `pip install 'keras-pruning[export]'`.
 """
 
-from keras_pruning.export._atomic import write_atomic
+from keras_pruning._files import save_model, write_atomic
 from keras_pruning.export._convert import to_tflite
 from keras_pruning.export._csource import write_c_source
 from keras_pruning.export._flatbuffer import ModelInfo, model_info
@@ -28,6 +28,7 @@ __all__ = (
     "model_info",
     "report",
     "run",
+    "save_model",
     "to_tflite",
     "verify",
     "write_atomic",

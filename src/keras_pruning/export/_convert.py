@@ -1,13 +1,12 @@
 """Keras model -> TFLite flatbuffer, for LiteRT or TensorFlow Lite Micro."""
 
 import itertools
-import os
 import tempfile
 
 import keras
 import numpy as np
 
-from keras_pruning.export._atomic import write_atomic
+from keras_pruning._files import check_overwrite, check_path, write_atomic
 from keras_pruning.export._deps import require
 from keras_pruning.export._flatbuffer import model_info
 from keras_pruning.prune import pruning_wrappers, strip_pruning
@@ -20,7 +19,7 @@ _MICRO_QUANTIZE_MODES = (None, "int8")
 _CALIBRATION_SAMPLES = 200
 
 
-def _validate(model, quantize, representative_data, target, sparse, path):
+def _validate(model, quantize, representative_data, target, sparse, path, overwrite):
     if not isinstance(model, keras.Model):
         raise TypeError(
             "`model` must be a keras.Model (pruned or not). "
@@ -56,8 +55,7 @@ def _validate(model, quantize, representative_data, target, sparse, path):
             "ranges: an array of inputs, a tf.data.Dataset, or a generator. "
             "Received: representative_data=None"
         )
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"`path` must be a str or os.PathLike. Received: path={path!r}")
+    check_overwrite([] if path is None else [check_path(path)], overwrite)
     if not getattr(model, "inputs", None):
         raise ValueError(
             f"Model {model.name!r} has no known inputs: build it from keras.Input "
@@ -152,6 +150,7 @@ def to_tflite(
     target="litert",
     sparse=False,
     path=None,
+    overwrite=False,
 ):
     """Converts a (pruned) Keras model to a TFLite flatbuffer.
 
@@ -174,12 +173,14 @@ def to_tflite(
             converter's random-sparse int8 encoding can be larger than dense.
             Defaults to `False`.
         path: if given, the file is also written there, atomically.
+        overwrite: with `path`, replace an existing file. Defaults to `False`.
 
     Returns:
         The flatbuffer, as bytes.
 
     Raises:
         TypeError, ValueError: for invalid arguments, naming the argument.
+        FileExistsError: if `path` exists and `overwrite` is False.
         RuntimeError: if the converter fails, or TFLite Micro cannot load a
             `target="micro"` file.
 
@@ -187,7 +188,7 @@ def to_tflite(
         >>> data = to_tflite(pruned, quantize="int8", representative_data=x[:200],
         ...                  target="micro", path="model.tflite")
     """
-    _validate(model, quantize, representative_data, target, sparse, path)
+    _validate(model, quantize, representative_data, target, sparse, path, overwrite)
     require("tensorflow")
     import tensorflow as tf
 
@@ -211,7 +212,7 @@ def to_tflite(
     if target == "micro":
         _check_micro(data)
     if path is not None:
-        write_atomic(path, data)
+        write_atomic(path, data, overwrite=overwrite)
     return data
 
 

@@ -3,7 +3,7 @@
 import os
 import re
 
-from keras_pruning.export._atomic import write_atomic
+from keras_pruning._files import check_overwrite, check_path, write_atomic
 from keras_pruning.export._flatbuffer import model_info
 
 # TFLM's MicroMutableOpResolver method names that do not follow from the
@@ -32,7 +32,7 @@ def _check_name(name):
         )
 
 
-def write_c_source(tflite_bytes, path_prefix, *, name="model"):
+def write_c_source(tflite_bytes, path_prefix, *, name="model", overwrite=False):
     """Writes a TFLite file as C++ source in TensorFlow Lite Micro's style.
 
     Writes three files, atomically:
@@ -47,17 +47,20 @@ def write_c_source(tflite_bytes, path_prefix, *, name="model"):
         tflite_bytes: the file's bytes.
         path_prefix: path without extension, e.g. `"out/model"`.
         name: C identifier used in the symbol names. Defaults to `"model"`.
+        overwrite: replace existing files. Defaults to `False`.
 
     Returns:
         The paths written, `(cc, h, resolver_h)`.
+
+    Raises:
+        FileExistsError: if one of the three files exists and `overwrite` is
+            False; then none is written.
     """
-    info = model_info(tflite_bytes)
+    info = model_info(tflite_bytes, "tflite_bytes")
     _check_name(name)
-    if not isinstance(path_prefix, (str, os.PathLike)) or not os.fspath(path_prefix):
-        raise TypeError(
-            f"`path_prefix` must be a non-empty path. Received: path_prefix={path_prefix!r}"
-        )
-    prefix = os.fspath(path_prefix)
+    prefix = check_path(path_prefix, "path_prefix")
+    paths = (f"{prefix}.cc", f"{prefix}.h", f"{prefix}_op_resolver.h")
+    check_overwrite(paths, overwrite)
     data = bytes(tflite_bytes)
     header_name = os.path.basename(prefix) + ".h"
     guard = re.sub(r"\W", "_", f"{name}_MODEL_DATA_H_").upper()
@@ -109,9 +112,8 @@ def write_c_source(tflite_bytes, path_prefix, *, name="model"):
             "",
         ]
     )
-    paths = (f"{prefix}.cc", f"{prefix}.h", f"{prefix}_op_resolver.h")
     for path, text in zip(paths, (source, header, resolver), strict=True):
-        write_atomic(path, text)
+        write_atomic(path, text, overwrite=overwrite)
     return paths
 
 

@@ -51,7 +51,7 @@ def check_tflite_bytes(data, name="tflite_bytes"):
     return model
 
 
-def model_info(data, name="tflite_bytes"):
+def model_info(data, name="data"):
     """Returns the `ModelInfo` of a TFLite file, validating it first."""
     model = check_tflite_bytes(data, name)
     schema = _schema()

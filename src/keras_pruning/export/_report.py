@@ -9,12 +9,13 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_pruning._files import check_overwrite, check_path, write_atomic
 from keras_pruning.cost import compare_cost
-from keras_pruning.export._atomic import write_atomic
 from keras_pruning.export._convert import to_tflite
 from keras_pruning.export._micro_compress import compress_for_micro
 from keras_pruning.export._runtime import min_arena_bytes, verify
 from keras_pruning.prune import _is_graph_model, pruning_wrappers, strip_pruning
+from keras_pruning.schedules import _check_int
 from keras_pruning.stats import sparsity_report
 
 
@@ -28,6 +29,7 @@ def _entropy_bits(sparsity):
 def information_floor_bytes(rows, bits=8):
     """Bytes to store the prunable weights at `bits` per nonzero plus the mask's
     entropy: `sum(nnz * bits + n * H(s)) / 8` over weights."""
+    bits = _check_int("bits", bits, 1)
     total = sum(r.nonzeros * bits + r.size * _entropy_bits(r.sparsity) for r in rows)
     return int(math.ceil(total / 8))
 
@@ -58,7 +60,31 @@ def _load(model):
     )
 
 
-def report(model, *, x=None, y=None, baseline=None, path=None):
+def _check_samples(x, y):
+    if x is not None and not isinstance(x, np.ndarray):
+        raise TypeError(
+            "`x` must be a NumPy array of sample inputs, batch first, or None. "
+            f"Received: x of type {type(x).__name__}"
+        )
+    if x is not None and (x.ndim == 0 or x.shape[0] == 0):
+        raise ValueError(
+            f"`x` must hold at least one sample. Received: x of shape {x.shape}"
+        )
+    if y is None:
+        return
+    if x is None:
+        raise ValueError(
+            "`y` labels the samples of `x`; pass `x` too. Received: x=None"
+        )
+    labels = np.asarray(y)
+    if labels.dtype.kind not in "iu" or labels.reshape(-1).shape[0] != x.shape[0]:
+        raise ValueError(
+            f"`y` must hold one integer label per sample of `x` ({x.shape[0]}). "
+            f"Received: y of shape {labels.shape} and dtype {labels.dtype}"
+        )
+
+
+def report(model, *, x=None, y=None, baseline=None, path=None, overwrite=False):
     """Measures what pruning bought, and writes it as JSON and Markdown.
 
     Args:
@@ -70,11 +96,24 @@ def report(model, *, x=None, y=None, baseline=None, path=None):
         y: integer labels for `x`, for accuracies.
         baseline: the dense model before pruning, for its accuracy and, in
             `"cost"`, parameters, MACs and channels before and after.
-        path: a directory; `report.json` and `report.md` are written there.
+        path: a directory; `report.json` and `report.md` are written there,
+            atomically.
+        overwrite: with `path`, replace existing report files. Defaults to
+            `False`.
 
     Returns:
         The report as a dict (what `report.json` holds).
+
+    Raises:
+        FileExistsError: if a report file exists in `path` and `overwrite` is
+            False (checked before any measurement).
     """
+    files = []
+    if path is not None:
+        path = check_path(path)
+        files = [os.path.join(path, "report.json"), os.path.join(path, "report.md")]
+    check_overwrite(files, overwrite)
+    _check_samples(x, y)
     model, keras_bytes = _load(model)
     plain = strip_pruning(model) if pruning_wrappers(model) else model
     if keras_bytes is None:
@@ -158,11 +197,11 @@ def report(model, *, x=None, y=None, baseline=None, path=None):
                 "baseline": _accuracy(baseline, x, y) if baseline is not None else None,
             }
     if path is not None:
-        os.makedirs(os.fspath(path), exist_ok=True)
+        json_path, markdown_path = files
         write_atomic(
-            os.path.join(path, "report.json"), json.dumps(result, indent=2) + "\n"
+            json_path, json.dumps(result, indent=2) + "\n", overwrite=overwrite
         )
-        write_atomic(os.path.join(path, "report.md"), format_markdown(result))
+        write_atomic(markdown_path, format_markdown(result), overwrite=overwrite)
     return result
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_pruning.export._deps import require
 from keras_pruning.export._flatbuffer import model_info
+from keras_pruning.schedules import _check_int
 
 RUNTIMES = ("litert", "micro")
 _ARENA_ALIGNMENT = 16
@@ -120,7 +121,7 @@ def _interpreter(data, runtime):
         raise ValueError(
             f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}"
         )
-    info = model_info(data)
+    info = model_info(data, "tflite_bytes")
     if runtime == "micro" and info.sparse_tensors:
         raise ValueError(
             "TensorFlow Lite Micro cannot run TFLite sparse tensors (it has no "
@@ -292,7 +293,10 @@ def min_arena_bytes(tflite_bytes, *, alt_decompression_memory_size=0):
     is too small. The probes run in a child process, because some too-small
     arenas crash the runtime instead. The result is checked with one invoke.
     """
-    info = model_info(tflite_bytes)
+    info = model_info(tflite_bytes, "tflite_bytes")
+    _check_int(
+        "alt_decompression_memory_size", alt_decompression_memory_size, minimum=0
+    )
     require("tflite_micro")
     with tempfile.TemporaryDirectory(prefix="keras-pruning-") as tmp:
         path = os.path.join(tmp, "model.tflite")

@@ -472,6 +472,11 @@ def _graph_of(model):
     """The functional graph of a Sequential or functional model."""
     from keras_pruning.prune import _is_graph_model, _subclassed_model_error
 
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a Sequential or functional keras.Model. "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
     if not _is_graph_model(model):
         raise _subclassed_model_error(model)
     graph = model._functional if isinstance(model, keras.Sequential) else model

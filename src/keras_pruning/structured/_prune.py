@@ -63,6 +63,11 @@ def prune_channels(
 
     sparsity = _channels.check_sparsity(sparsity)
     round_to = _channels.check_round_to(round_to)
+    if not isinstance(global_pruning, bool):
+        raise TypeError(
+            "`global_pruning` must be True or False. "
+            f"Received: global_pruning={global_pruning!r}"
+        )
     ignore = _check_ignore(ignore)
     _, needs_gradients, _ = _channels.resolve_importance(importance)
     if not isinstance(model, keras.Model):
