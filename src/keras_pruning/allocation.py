@@ -100,7 +100,7 @@ def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
         per tensor.
     """
     bounds = bounds or [(0.0, 1.0)] * len(weights)
-    targets = erk_sparsities([w.shape for w in weights], sparsity, bounds)
+    targets = erk_sparsities([tuple(w.shape) for w in weights], sparsity, bounds)
     masks, thresholds = [], []
     for weight, target, (floor, cap) in zip(weights, targets, bounds, strict=True):
         blocks = math.prod(masks_lib._block_scores(weight, block_size, pooling).shape)
