@@ -10,6 +10,8 @@ import keras_pruning as kp
 from keras_pruning import registry
 from keras_pruning.masks import num_kept
 
+pytestmark = pytest.mark.backends
+
 EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
 
 

@@ -8,6 +8,7 @@ import warnings
 import keras
 from keras import ops
 
+from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.prune import pruning_wrappers
 
 __all__ = ("UpdatePruningStep", "PruningSummaries")
@@ -90,6 +91,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def _update(self, wrapper, step):
         should_prune, sparsity = wrapper.pruning_schedule(step)
         if should_prune:
+            sync_trainer_state(self.model)
             wrapper.update_masks(sparsity)
             self._updated = True
 

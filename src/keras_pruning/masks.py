@@ -264,4 +264,6 @@ def apply_mask(weights, mask):
     """Returns `weights * mask`: the weights where the mask is True, else 0."""
     # A full-shape zeros tensor is faster than a broadcast scalar on the
     # TensorFlow CPU backend (375 vs 461 us, forward and backward, 784x300).
+    # JAX's `where` and `zeros_like` take tensors, not Keras variables.
+    weights, mask = ops.convert_to_tensor(weights), ops.convert_to_tensor(mask)
     return ops.where(mask, weights, ops.zeros_like(weights))

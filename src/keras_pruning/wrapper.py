@@ -268,6 +268,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return self._pruning_step
 
     @property
+    def _pruning_step(self):
+        return self._step
+
+    @_pruning_step.setter
+    def _pruning_step(self, step):
+        # `call` reads only whether a step is set, which changes once: a
+        # compiler that guards on Python values (torch.compile) would
+        # otherwise recompile the training step at every step.
+        self._step = step
+        self._step_is_set = step >= 0
+
+    @property
     def prunable_weights(self):
         """The wrapped layer's variables that are masked."""
         return list(self._prunable_weights)
@@ -330,7 +342,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
-        if training is True and self._pruning_step < 0:
+        if training is True and not self._step_is_set:
             raise ValueError(
                 f"Layer {self.name!r} is being trained, but no pruning step was "
                 "set: pruning requires the UpdatePruningStep callback. Pass "

@@ -75,8 +75,15 @@ def _torch(model, variables, batch, loss_fn):
 
     x, y = batch
     tensors = [v.value for v in variables]
-    value = loss_fn(y, model(x, training=False))
-    return torch.autograd.grad(value, tensors, allow_unused=True)
+    frozen = [t for t in tensors if not t.requires_grad]
+    for tensor in frozen:  # frozen weights too
+        tensor.requires_grad_(True)
+    try:
+        value = loss_fn(y, model(x, training=False))
+        return torch.autograd.grad(value, tensors, materialize_grads=True)
+    finally:
+        for tensor in frozen:
+            tensor.requires_grad_(False)
 
 
 _BACKENDS = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}
