@@ -165,3 +165,12 @@ def test_torch_loop_trains_like_fit():
 
     _assert_same_weights(_fit("eager")[0], model.get_weights())
     assert kp.sparsity_report(model)[0].sparsity == pytest.approx(0.75, abs=0.02)
+
+
+@pytest.mark.jax
+@pytest.mark.torch
+def test_export_on_another_backend_says_to_load_under_tensorflow():
+    from keras_pruning import export
+
+    with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow.*Received"):
+        export.to_tflite(_pruned())
