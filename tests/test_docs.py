@@ -61,6 +61,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/lottery",
         "guides/export",
         "guides/micro",
+        "guides/backends",
         "migration",
         "case-study",
         "design",

@@ -6,6 +6,7 @@ prunes it. A boolean takes one byte, a quarter of a float32 weight.
 
 import math
 
+import keras
 from keras import ops
 
 __all__ = (
@@ -42,9 +43,15 @@ def kth_largest(values, k):
     `_SELECT_DIRECTLY` entries, a strided sample brackets the answer in
     `[low, high]`; counts over the full tensor confirm the bracket, and `top_k`
     runs on the few entries inside it. If the bracket misses, it falls back to
-    one full `top_k`, so the result is always exact.
+    one full `top_k`, so the result is always exact. On JAX: the
+    `(n - k)`-th entry of the sorted values.
     """
     size = int(values.shape[0])
+    if keras.backend.backend() == "jax":
+        # JAX compiles every eager op for each new shape or static argument:
+        # the bracket's data-dependent sizes and `top_k`'s varying `k` would
+        # compile anew at every update. A sort has one shape per weight.
+        return ops.take(ops.sort(values), size - k)
     if size > _SELECT_DIRECTLY:
         stride = size // _SAMPLE_SIZE
         sample = values[::stride]
