@@ -33,9 +33,13 @@ fashion-mnist:
 demo: $(VENV)/.installed-demo fashion-mnist
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python examples/mobilenetv2_fashion_mnist.py --preset $(PRESET)
 
+# The whole suite on TensorFlow, then the tests marked `backends` (and `jax`
+# or `torch`) on JAX and on PyTorch: tests/conftest.py deselects the others.
 test: $(VENV)/.installed-dev fashion-mnist
 	$(BIN)/ruff check .
-	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -n 2 -q
+	KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -n 2 -q
+	KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -n 2 -q
+	KERAS_BACKEND=torch TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -n 2 -q
 
 # Benchmarks against TFMOT and dense training (benchmarks/run.py): the full run
 # writes benchmarks/results/latest.*; `make bench QUICK=1` (about 10 minutes on

@@ -1,4 +1,11 @@
-"""Shared fixtures: quiet TensorFlow, fixed seeds, a fresh Keras session per test."""
+"""Shared fixtures: quiet TensorFlow, fixed seeds, a fresh Keras session per test.
+
+The suite runs on TensorFlow. Under `KERAS_BACKEND=jax` or `torch`, the tests
+marked `backends` run (files mark themselves with
+`pytestmark = pytest.mark.backends`). A test marked with backend names
+(`tensorflow`, `jax`, `torch`) runs on those only. Tests that do not run on
+the current backend are deselected, not skipped.
+"""
 
 import inspect
 import json
@@ -12,6 +19,55 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _runs_here(item, backend):
+    """A test marked with backend names runs on those; one marked `backends`
+    on all three; any other test on TensorFlow only."""
+    only = [name for name in _BACKENDS if item.get_closest_marker(name) is not None]
+    if only:
+        return backend in only
+    return backend == "tensorflow" or item.get_closest_marker("backends") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    selected = [item for item in items if _runs_here(item, backend)]
+    if len(selected) < len(items):
+        config.hook.pytest_deselected(
+            items=[item for item in items if not _runs_here(item, backend)]
+        )
+        items[:] = selected
+
+
+def gradients(loss_of, variables):
+    """The gradients of `loss_of()` with respect to `variables`, as NumPy
+    arrays, computed the current backend's way."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch([v.value for v in variables])
+            loss = loss_of()
+        grads = tape.gradient(loss, [v.value for v in variables])
+    elif backend == "jax":
+        import jax
+
+        def loss_at(values):
+            with keras.StatelessScope(
+                state_mapping=list(zip(variables, values, strict=True))
+            ):
+                return loss_of()
+
+        grads = jax.grad(loss_at)([v.value for v in variables])
+    else:
+        import torch
+
+        grads = torch.autograd.grad(loss_of(), [v.value for v in variables])
+    return [keras.ops.convert_to_numpy(g) for g in grads]
 
 
 def _clear_session():
@@ -89,15 +145,18 @@ def fashion_mnist_dir(tmp_path_factory):
     return str(folder)
 
 
-def run_in_fresh_process(script):
+def run_in_fresh_process(script, backend=None):
     """Runs `script` (dedented) in a new Python process with TensorFlow quiet,
-    and returns the JSON value on the last line it prints."""
+    on Keras backend `backend` (defaults to this process's), and returns the
+    JSON value on the last line it prints."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env["KERAS_BACKEND"] = backend or keras.backend.backend()
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from keras_pruning.allocation import _check_allocation, _check_bounds, erk_sparsities
 
+pytestmark = pytest.mark.backends
+
 PROPERTY_SETTINGS = settings(
     max_examples=40, deadline=None, derandomize=True, database=None
 )

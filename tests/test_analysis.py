@@ -8,6 +8,8 @@ from conftest import dense_model
 import keras_pruning as kp
 from keras_pruning.analysis import SensitivityTable, sensitivity
 
+pytestmark = pytest.mark.backends
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,6 +6,8 @@ import pytest
 import keras_pruning as kp
 from keras_pruning.structured import prune_channels
 
+pytestmark = pytest.mark.backends
+
 L = keras.layers
 
 

@@ -12,6 +12,8 @@ from keras_pruning.masks import magnitude_mask
 from keras_pruning.structured._gradients import loss_gradients
 from tests.conftest import dense_model, run_in_fresh_process
 
+pytestmark = pytest.mark.backends
+
 # Accumulating without a mask update warns that nothing was pruned.
 NO_UPDATE = pytest.mark.filterwarnings("ignore:Training ended at pruning step")
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -211,6 +213,7 @@ def test_a_registered_user_criterion_round_trips_through_the_config():
     assert clone.criterion is inverse_gradient
 
 
+@pytest.mark.tensorflow
 def test_taylor_sums_agree_on_every_replica_of_a_mirrored_strategy():
     # Two logical CPUs must be set before TensorFlow starts: a fresh process.
     result = run_in_fresh_process(

@@ -80,6 +80,7 @@ def test_every_page_of_the_nav_is_built(site):
         "guides/micro",
         "guides/reliability",
         "guides/errors",
+        "guides/backends",
         "migration",
         "case-study",
         "benchmarks",

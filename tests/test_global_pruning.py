@@ -14,6 +14,8 @@ from keras_pruning.allocation import erk_sparsities
 from keras_pruning.masks import global_magnitude_masks, num_kept
 from tests.conftest import run_in_fresh_process
 
+pytestmark = pytest.mark.backends
+
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 

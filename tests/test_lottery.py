@@ -11,6 +11,8 @@ from conftest import dense_model
 import keras_pruning as kp
 from keras_pruning import lottery
 
+pytestmark = pytest.mark.backends
+
 
 def _data(n=32, seed=0):
     rng = np.random.default_rng(seed)

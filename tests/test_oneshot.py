@@ -8,6 +8,8 @@ from conftest import dense_model
 import keras_pruning as kp
 from keras_pruning.masks import num_kept
 
+pytestmark = pytest.mark.backends
+
 
 def _trained_like(model, rng):
     """Distinct random magnitudes, with the second layer much larger."""

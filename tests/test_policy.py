@@ -8,6 +8,8 @@ from keras import layers
 
 import keras_pruning as kp
 
+pytestmark = pytest.mark.backends
+
 XNNPACK = kp.PruneForLatencyOnXNNPack()
 
 

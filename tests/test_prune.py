@@ -11,6 +11,8 @@ from conftest import dense_model
 
 import keras_pruning as kp
 
+pytestmark = pytest.mark.backends
+
 EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
 
 

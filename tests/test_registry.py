@@ -10,6 +10,8 @@ import keras_pruning as kp
 from keras_pruning import registry
 from keras_pruning.masks import num_kept
 
+pytestmark = pytest.mark.backends
+
 EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
 
 
@@ -206,11 +208,13 @@ def test_compiled_training_prunes_every_kind_of_layer(rng):
     attention = wrappers[1].layer
     seed_state = [_np(v).copy() for v in attention.non_trainable_variables]
     _fit(pruned, rng.integers(0, 10, (4, 5)).astype("int32"), rng)
-    # The attention dropout drew new masks at each compiled step.
+    # The attention dropout drew new masks at each compiled step (PyTorch's
+    # dropout draws from torch's own generator, not the seed state).
     assert seed_state
     variables = attention.non_trainable_variables
     for before, variable in zip(seed_state, variables, strict=True):
-        assert not np.array_equal(_np(variable), before), variable.path
+        changed = not np.array_equal(_np(variable), before)
+        assert changed == (keras.backend.backend() != "torch"), variable.path
     for wrapper in wrappers:
         assert wrapper.pruning_step == 2
         for weight, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):

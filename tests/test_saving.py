@@ -7,6 +7,8 @@ from conftest import dense_model, run_in_fresh_process
 
 import keras_pruning as kp
 
+pytestmark = pytest.mark.backends
+
 SCHEDULE = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=12, frequency=3)
 
 

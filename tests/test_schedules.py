@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from keras_pruning.masks import num_kept
 from keras_pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
+pytestmark = pytest.mark.backends
+
 PROPERTY_SETTINGS = settings(
     max_examples=50, deadline=None, derandomize=True, database=None
 )

@@ -7,6 +7,8 @@ from conftest import dense_model
 
 import keras_pruning as kp
 
+pytestmark = pytest.mark.backends
+
 
 def test_report_counts_effective_weights_of_wrappers():
     pruned = kp.prune_low_magnitude(dense_model(8, 10, 4))

@@ -6,6 +6,8 @@ import pytest
 
 import keras_pruning as kp
 
+pytestmark = pytest.mark.backends
+
 L = keras.layers
 
 

@@ -5,6 +5,8 @@ import pytest
 
 from keras_pruning.structured import Member, dependency_groups
 
+pytestmark = pytest.mark.backends
+
 L = keras.layers
 
 

@@ -6,17 +6,15 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import gradients
 from keras import layers
 
 import keras_pruning as kp
 from keras_pruning.masks import num_kept
 
-EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
+pytestmark = pytest.mark.backends
 
-tensorflow_only = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="uses tf.GradientTape",
-)
+EVERY_STEP = kp.ConstantSparsity(0.5, 0, frequency=1)
 
 
 def _np(x):
@@ -273,10 +271,7 @@ def test_forward_pass_after_update_masks_matches_masked_plain_layer(rng):
     np.testing.assert_allclose(_np(wrapper(x)), expected, rtol=1e-6)
 
 
-@tensorflow_only
 def test_gradient_of_pruned_weights_is_zero(rng):
-    import tensorflow as tf
-
     wrapper = _dense_wrapper(rng)
     mask = _random_mask(rng, (4, 3))
     wrapper.masks[0].assign(mask)
@@ -284,17 +279,15 @@ def test_gradient_of_pruned_weights_is_zero(rng):
     for training in (False, True):
         if training:
             _start_pruning(keras.Sequential([keras.Input((4,)), wrapper]))
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(wrapper(x, training=training))
-        grad_kernel, grad_bias = tape.gradient(
-            loss, [wrapper.layer.kernel, wrapper.layer.bias]
+        grad_kernel, grad_bias = gradients(
+            lambda training=training: keras.ops.sum(wrapper(x, training=training)),
+            [wrapper.layer.kernel, wrapper.layer.bias],
         )
-        grad_kernel = grad_kernel.numpy()
         assert np.all(grad_kernel[~mask] == 0)
         np.testing.assert_allclose(
             grad_kernel[mask], np.broadcast_to(x.sum(0)[:, None], (4, 3))[mask]
         )
-        np.testing.assert_allclose(grad_bias.numpy(), np.full(3, 5.0))
+        np.testing.assert_allclose(grad_bias, np.full(3, 5.0))
 
 
 # --- Inference and training ----------------------------------------------------
@@ -375,7 +368,7 @@ def test_values_an_optimizer_writes_at_pruned_positions_are_never_read(rng):
     sparse = _np(kernel).copy()
 
     # Drive every pruned entry far above the kept ones, as momentum could.
-    push = -(~mask).astype("float32")
+    push = keras.ops.convert_to_tensor(-(~mask).astype("float32"))
     keras.optimizers.SGD(100.0).apply_gradients([(push, kernel)])
     x = rng.normal(size=(5, 4)).astype("float32")
     expected = _np(_plain_dense(sparse, bias)(x))
@@ -461,7 +454,7 @@ def test_user_constraint_works_while_wrapped_and_after_strip(rng):
     layer = wrapper.layer
     assert layer.kernel.constraint is non_neg
     optimizer = keras.optimizers.SGD(1.0)
-    push_down = np.full((4, 3), 100.0, "float32")
+    push_down = keras.ops.full((4, 3), 100.0, "float32")
 
     wrapper.update_masks(0.5)
     optimizer.apply_gradients([(push_down, layer.kernel)])
@@ -474,7 +467,7 @@ def test_user_constraint_works_while_wrapped_and_after_strip(rng):
     layer = wrapper.strip()
     assert layer.kernel.constraint is non_neg
     np.testing.assert_array_equal(_np(layer.kernel), positive * mask)
-    optimizer.apply_gradients([(-np.ones((4, 3), "float32"), layer.kernel)])
+    optimizer.apply_gradients([(-keras.ops.ones((4, 3)), layer.kernel)])
     np.testing.assert_allclose(_np(layer.kernel), positive * mask + 1.0)
     optimizer.apply_gradients([(push_down, layer.kernel)])
     np.testing.assert_array_equal(_np(layer.kernel), np.zeros((4, 3)))
@@ -839,6 +832,8 @@ def test_attention_dropout_masks_differ_between_training_calls(rng):
     first = _np(wrapper(x, x, training=True))
     middle = [_np(v).copy() for v in wrapper.layer.non_trainable_variables]
     second = _np(wrapper(x, x, training=True))
-    assert any(not np.array_equal(a, b) for a, b in zip(seeds, middle, strict=True))
+    # PyTorch's dropout draws from torch's own generator, not the seed state.
+    if keras.backend.backend() != "torch":
+        assert any(not np.array_equal(a, b) for a, b in zip(seeds, middle, strict=True))
     assert not np.allclose(first, second)
     assert not np.allclose(first, inference)

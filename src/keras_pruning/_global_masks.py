@@ -1,5 +1,7 @@
 """The model-level mask update of `global_pruning=True` wrappers."""
 
+from keras import ops
+
 from keras_pruning import masks as masks_lib
 from keras_pruning.allocation import erk_masks
 
@@ -55,7 +57,11 @@ class GlobalMasks:
                 self.block_pooling_type,
                 bounds=None if all(b == _NO_BOUNDS for b in bounds) else bounds,
             )
-            thresholds = [threshold] * len(scores)
+            # One value per variable: JAX's trainer donates each variable's
+            # buffer, and two variables must not share one.
+            thresholds = [
+                ops.convert_to_tensor(float(threshold), "float32") for _ in scores
+            ]
         else:
             new_masks, thresholds = erk_masks(
                 scores, sparsity, self.block_size, self.block_pooling_type, bounds

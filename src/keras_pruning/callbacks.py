@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_pruning._global_masks import GlobalMasks
+from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.prune import pruning_wrappers
 
 __all__ = ("UpdatePruningStep", "PruningSummaries")
@@ -140,6 +141,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def _update(self, unit, step):
         should_prune, sparsity = unit.pruning_schedule(step)
         if should_prune:
+            sync_trainer_state(self.model)
             unit.update_masks(sparsity)
             self._updated = True
 

@@ -87,9 +87,15 @@ def kth_largest(values, k):
     `_SELECT_DIRECTLY` entries, a strided sample brackets the answer in
     `[low, high]`; counts over the full tensor confirm the bracket, and `top_k`
     runs on the few entries inside it. If the bracket misses, it falls back to
-    one full `top_k`, so the result is always exact.
+    one full `top_k`, so the result is always exact. On JAX: the
+    `(n - k)`-th entry of the sorted values.
     """
     size = int(values.shape[0])
+    if keras.backend.backend() == "jax":
+        # JAX compiles every eager op for each new shape or static argument:
+        # the bracket's data-dependent sizes and `top_k`'s varying `k` would
+        # compile anew at every update. A sort has one shape per weight.
+        return ops.take(ops.sort(values), size - k)
     if size > _SELECT_DIRECTLY:
         stride = size // _SAMPLE_SIZE
         sample = values[::stride]
@@ -431,4 +437,6 @@ def apply_mask(weights, mask):
     """Returns `weights * mask`: the weights where the mask is True, else 0."""
     # A full-shape zeros tensor is faster than a broadcast scalar on the
     # TensorFlow CPU backend (375 vs 461 us, forward and backward, 784x300).
+    # JAX's `where` and `zeros_like` take tensors, not Keras variables.
+    weights, mask = ops.convert_to_tensor(weights), ops.convert_to_tensor(mask)
     return ops.where(mask, weights, ops.zeros_like(weights))

@@ -359,6 +359,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return self._pruning_step
 
     @property
+    def _pruning_step(self):
+        return self._step
+
+    @_pruning_step.setter
+    def _pruning_step(self, step):
+        # `call` reads only whether a step is set, which changes once: a
+        # compiler that guards on Python values (torch.compile) would
+        # otherwise recompile the training step at every step.
+        self._step = step
+        self._step_is_set = step >= 0
+
+    @property
     def prunable_weights(self):
         """The wrapped layer's variables that are masked."""
         return list(self._prunable_weights)
@@ -434,7 +446,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
-        if training is True and self._pruning_step < 0:
+        if training is True and not self._step_is_set:
             raise ValueError(
                 f"Layer {self.name!r} is being trained, but no pruning step was "
                 "set: pruning requires the UpdatePruningStep callback. Pass "
@@ -542,7 +554,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     "the gradients overflowed. Lower the learning rate or use "
                     "criterion='magnitude'."
                 )
-            found.append(ops.where(mask, scores, ops.zeros_like(scores)))
+            found.append(masks_lib.apply_mask(scores, mask))
         return found
 
     def _set_masks(self, new_masks, thresholds):
@@ -556,11 +568,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             thresholds,
             strict=True,
         ):
-            weight.assign(masks_lib.apply_mask(weight, ops.logical_and(mask, new_mask)))
+            kept = ops.logical_and(ops.convert_to_tensor(mask), new_mask)
+            weight.assign(masks_lib.apply_mask(weight, kept))
             mask.assign(new_mask)
             threshold.assign(new_threshold)
         for accumulated in self._gradients:
-            accumulated.assign(ops.zeros_like(accumulated))
+            accumulated.assign(ops.zeros(accumulated.shape, accumulated.dtype))
 
     def _check_finite(self):
         """ValueError if a prunable weight holds NaN or infinity, before any

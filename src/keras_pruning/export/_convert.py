@@ -181,14 +181,17 @@ def to_tflite(
     Raises:
         TypeError, ValueError: for invalid arguments, naming the argument.
         FileExistsError: if `path` exists and `overwrite` is False.
-        RuntimeError: if the converter fails, or TFLite Micro cannot load a
-            `target="micro"` file.
+        RuntimeError: on a Keras backend other than TensorFlow (save the
+            model, load it with `KERAS_BACKEND=tensorflow`, export), if the
+            converter fails, or if TFLite Micro cannot load a `target="micro"`
+            file.
 
     Examples:
         >>> data = to_tflite(pruned, quantize="int8", representative_data=x[:200],
         ...                  target="micro", path="model.tflite")
     """
     _validate(model, quantize, representative_data, target, sparse, path, overwrite)
+    _require_tensorflow_backend()
     require("tensorflow")
     import tensorflow as tf
 
@@ -248,6 +251,17 @@ def _float32_compute(model):
     copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _require_tensorflow_backend():
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            "Export to TFLite runs the TensorFlow converter and needs the "
+            "TensorFlow backend. Save the model (`model.save('pruned.keras')`), "
+            "then load and export it in a process started with "
+            f"KERAS_BACKEND=tensorflow. Received: keras.backend.backend()={backend!r}"
+        )
 
 
 def _export_inference_saved_model(model, specs, path):

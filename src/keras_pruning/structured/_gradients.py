@@ -55,19 +55,23 @@ def _jax(model, variables, batch, loss_fn):
     import jax
 
     x, y = batch
-    values = (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-    )
+    trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
+    wanted = {id(v): i for i, v in enumerate(variables)}
 
-    def loss_of(values):
-        outputs, _ = model.stateless_call(*values, x, training=False)
+    def loss_of(chosen):
+        def value(v):
+            return chosen[wanted[id(v)]] if id(v) in wanted else v.value
+
+        outputs, _ = model.stateless_call(
+            [value(v) for v in trainable],
+            [value(v) for v in non_trainable],
+            x,
+            training=False,
+        )
         return loss_fn(y, outputs)
 
-    grads = jax.grad(loss_of)(values)
-    every = model.trainable_variables + model.non_trainable_variables
-    by_id = {id(v): g for v, g in zip(every, grads[0] + grads[1], strict=True)}
-    return [by_id[id(v)] for v in variables]
+    # Only the asked-for variables are differentiated: masks are booleans.
+    return list(jax.grad(loss_of)([v.value for v in variables]))
 
 
 def _torch(model, variables, batch, loss_fn):
@@ -75,8 +79,15 @@ def _torch(model, variables, batch, loss_fn):
 
     x, y = batch
     tensors = [v.value for v in variables]
-    value = loss_fn(y, model(x, training=False))
-    return torch.autograd.grad(value, tensors, allow_unused=True)
+    frozen = [t for t in tensors if not t.requires_grad]
+    for tensor in frozen:  # frozen weights too
+        tensor.requires_grad_(True)
+    try:
+        value = loss_fn(y, model(x, training=False))
+        return torch.autograd.grad(value, tensors, materialize_grads=True)
+    finally:
+        for tensor in frozen:
+            tensor.requires_grad_(False)
 
 
 _BACKENDS = {"tensorflow": _tensorflow, "jax": _jax, "torch": _torch}

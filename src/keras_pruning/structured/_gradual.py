@@ -14,6 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_pruning import masks as masks_lib
+from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.structured import _channels
 from keras_pruning.structured._graph import Analysis, layer_weights
 from keras_pruning.structured._surgery import shrink
@@ -68,6 +69,7 @@ class ChannelMasks:
     """The model-level mask update for channel-granularity wrappers."""
 
     def __init__(self, model, wrappers):
+        self.model = model
         self.wrapper_of = {id(w.layer): w for w in wrappers}
         self.analysis = Analysis(model, lenient=True)
 
@@ -120,6 +122,7 @@ class ChannelMasks:
                 due[g] = float(sparsity)
         if not due:
             return False
+        sync_trainer_state(self.model)
         for wrapper in self.wrapper_of.values():
             wrapper._check_finite()
         effective = self._effective()
