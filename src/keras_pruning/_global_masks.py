@@ -1,11 +1,6 @@
 """The model-level mask update of `global_pruning=True` wrappers."""
 
-from keras import ops
-
-from keras_pruning import masks as masks_lib
-from keras_pruning.allocation import erk_masks
-
-_NO_BOUNDS = (0.0, 1.0)
+from keras_pruning.allocation import _NO_BOUNDS, _shared_masks
 
 
 def _same(wrappers, describe, what):
@@ -43,31 +38,22 @@ class GlobalMasks:
     def update_masks(self, sparsity):
         """Masks every wrapper's weights so that together they are at
         `sparsity` (see `keras_pruning.allocation`)."""
-        scores, bounds, owners = [], [], []
-        for wrapper in self.wrappers:
-            found = wrapper._scores()
-            scores += found
-            bounds += [wrapper.sparsity_bounds or _NO_BOUNDS] * len(found)
-            owners += [wrapper] * len(found)
-        if self.allocation == "magnitude":
-            new_masks, threshold = masks_lib.global_magnitude_masks(
-                scores,
-                sparsity,
-                self.block_size,
-                self.block_pooling_type,
-                bounds=None if all(b == _NO_BOUNDS for b in bounds) else bounds,
-            )
-            # One value per variable: JAX's trainer donates each variable's
-            # buffer, and two variables must not share one.
-            thresholds = [
-                ops.convert_to_tensor(float(threshold), "float32") for _ in scores
-            ]
-        else:
-            new_masks, thresholds = erk_masks(
-                scores, sparsity, self.block_size, self.block_pooling_type, bounds
-            )
-        for wrapper in self.wrappers:
-            mine = [i for i, owner in enumerate(owners) if owner is wrapper]
-            wrapper._set_masks(
-                [new_masks[i] for i in mine], [thresholds[i] for i in mine]
-            )
+        scores = [wrapper._scores() for wrapper in self.wrappers]
+        bounds = [
+            wrapper.sparsity_bounds or _NO_BOUNDS
+            for wrapper, found in zip(self.wrappers, scores, strict=True)
+            for _ in found
+        ]
+        new_masks, thresholds = _shared_masks(
+            [s for found in scores for s in found],
+            sparsity,
+            self.allocation,
+            self.block_size,
+            self.block_pooling_type,
+            bounds,
+        )
+        start = 0
+        for wrapper, found in zip(self.wrappers, scores, strict=True):
+            end = start + len(found)
+            wrapper._set_masks(new_masks[start:end], thresholds[start:end])
+            start = end

@@ -10,6 +10,7 @@ own ranking. Both take per-tensor `(floor, cap)` bounds.
 import math
 
 import numpy as np
+from keras import ops
 
 from keras_pruning import masks as masks_lib
 from keras_pruning.schedules import _check_sparsity
@@ -17,6 +18,7 @@ from keras_pruning.schedules import _check_sparsity
 __all__ = ("ALLOCATIONS", "erk_sparsities", "erk_masks")
 
 ALLOCATIONS = ("magnitude", "erk")
+_NO_BOUNDS = (0.0, 1.0)
 _BISECTION_STEPS = 200
 
 
@@ -50,7 +52,7 @@ def erk_sparsities(shapes, sparsity, bounds=None):
     shapes = _check_shapes(shapes)
     sparsity = _check_sparsity("sparsity", sparsity)
     if bounds is None:
-        bounds = [(0.0, 1.0)] * len(shapes)
+        bounds = [_NO_BOUNDS] * len(shapes)
     masks_lib._check_bound_pairs(bounds, len(shapes))
     sizes = [math.prod(shape) for shape in shapes]
     scores = [_erk_score(shape) for shape in shapes]
@@ -99,7 +101,7 @@ def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
         `(masks, thresholds)`: a boolean mask and the smallest kept score
         per tensor.
     """
-    bounds = bounds or [(0.0, 1.0)] * len(weights)
+    bounds = bounds or [_NO_BOUNDS] * len(weights)
     targets = erk_sparsities([tuple(w.shape) for w in weights], sparsity, bounds)
     masks, thresholds = [], []
     for weight, target, (floor, cap) in zip(weights, targets, bounds, strict=True):
@@ -112,6 +114,25 @@ def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
         masks.append(mask)
         thresholds.append(threshold)
     return masks, thresholds
+
+
+def _shared_masks(weights, sparsity, allocation, block_size, pooling, bounds):
+    """`(masks, thresholds)` of `weights` at the overall `sparsity`, shared
+    by `allocation`; `bounds` holds one `(floor, cap)` per tensor
+    (`_NO_BOUNDS` for an unbounded one). One threshold value per tensor."""
+    if allocation == "erk":
+        return erk_masks(weights, sparsity, block_size, pooling, bounds)
+    masks, threshold = masks_lib.global_magnitude_masks(
+        weights,
+        sparsity,
+        block_size,
+        pooling,
+        bounds=None if all(b == _NO_BOUNDS for b in bounds) else bounds,
+    )
+    # Separate values: JAX's trainer donates each variable's buffer, and two
+    # variables must not share one.
+    value = float(threshold)
+    return masks, [ops.convert_to_tensor(value, "float32") for _ in weights]
 
 
 def _check_shapes(shapes):

@@ -7,11 +7,10 @@ accuracy, size and speed before spending any training on it.
 import keras
 
 from keras_pruning import registry
-from keras_pruning.allocation import _check_allocation, erk_masks
+from keras_pruning.allocation import _NO_BOUNDS, _check_allocation, _shared_masks
 from keras_pruning.masks import (
     apply_mask,
     block_magnitude_mask,
-    global_magnitude_masks,
     m_by_n_mask,
 )
 from keras_pruning.prune import (
@@ -167,7 +166,7 @@ def prune_to_sparsity(
         _check_ranks(layer, group, block_size, sparsity_m_by_n)
         weights += group
         axes += [axis] * len(group)
-        bounds += [bounds_of(layer) or (0.0, 1.0)] * len(group)
+        bounds += [bounds_of(layer) or _NO_BOUNDS] * len(group)
     if not weights:
         raise ValueError(
             f"No prunable weights in the selected layers of {model.name!r}. "
@@ -179,15 +178,9 @@ def prune_to_sparsity(
             m_by_n_mask(v, *sparsity_m_by_n, axis=axis)[0]
             for v, axis in zip(values, axes, strict=True)
         ]
-    elif global_pruning and allocation == "erk":
-        masks, _ = erk_masks(values, sparsity, block_size, pooling, bounds)
     elif global_pruning:
-        masks, _ = global_magnitude_masks(
-            values,
-            sparsity,
-            block_size,
-            pooling,
-            bounds=None if all(b == (0.0, 1.0) for b in bounds) else bounds,
+        masks, _ = _shared_masks(
+            values, sparsity, allocation, block_size, pooling, bounds
         )
     else:
         masks = [
