@@ -6,7 +6,7 @@ from keras_pruning import registry
 from keras_pruning.allocation import _check_bounds
 from keras_pruning.policy import PruningPolicy
 from keras_pruning.schedules import ConstantSparsity, PruningSchedule
-from keras_pruning.wrapper import PruneLowMagnitude
+from keras_pruning.wrapper import PruneLowMagnitude, _check_channel_settings
 
 __all__ = ("prune_low_magnitude", "strip_pruning", "pruning_wrappers")
 
@@ -325,12 +325,7 @@ def _check_global_args(
     )
     if not isinstance(global_pruning, bool):
         raise TypeError(f"`global_pruning` must be True or False. {received}")
-    if granularity == "channel" and (criterion != "magnitude" or global_pruning):
-        raise ValueError(
-            "granularity='channel' ranks channel groups by their l2 norm: it "
-            "takes no `criterion` and no `global_pruning` (see "
-            f"keras_pruning.structured for other channel criteria). {received}"
-        )
+    _check_channel_settings(granularity, criterion, global_pruning, received)
     if global_pruning and isinstance(pruning_schedule, dict):
         raise ValueError(
             "global_pruning=True ranks all pruned layers against one schedule: "

@@ -156,6 +156,16 @@ def _accumulate_gradient(effective, accumulated):
     return identity(effective, accumulated.value)
 
 
+def _check_channel_settings(granularity, criterion, global_pruning, received):
+    """ValueError for a criterion or global pruning with channel granularity."""
+    if granularity == "channel" and (criterion != "magnitude" or global_pruning):
+        raise ValueError(
+            "granularity='channel' ranks channel groups by their l2 norm: it "
+            "takes no `criterion` and no `global_pruning` (see "
+            f"keras_pruning.structured for other channel criteria). {received}"
+        )
+
+
 def _check_combination(wrapper, granularity):
     """ValueError for settings that cannot work together."""
     received = (
@@ -164,14 +174,9 @@ def _check_combination(wrapper, granularity):
         f"sparsity_bounds={wrapper.sparsity_bounds}, "
         f"sparsity_m_by_n={wrapper.sparsity_m_by_n}"
     )
-    if granularity == "channel" and (
-        wrapper.criterion != "magnitude" or wrapper.global_pruning
-    ):
-        raise ValueError(
-            "granularity='channel' ranks channel groups by their l2 norm: it "
-            "takes no `criterion` and no `global_pruning` (see "
-            f"keras_pruning.structured for other channel criteria). {received}"
-        )
+    _check_channel_settings(
+        granularity, wrapper.criterion, wrapper.global_pruning, received
+    )
     if wrapper.global_pruning and wrapper.sparsity_m_by_n is not None:
         raise ValueError(
             "`sparsity_m_by_n` fixes every layer's sparsity at m / n: it cannot "
