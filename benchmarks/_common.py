@@ -15,6 +15,8 @@ import statistics
 import tempfile
 import time
 
+import numpy as np
+
 # Display name -> distribution name, for the versions stamped on every figure.
 PACKAGES = {
     "tensorflow": "tensorflow",
@@ -56,6 +58,51 @@ def build_sequential(keras_module, layers, input_shape=IMAGE_SHAPE, name=None):
         + [getattr(keras_module.layers, cls)(**kwargs) for cls, kwargs in layers],
         name=name,
     )
+
+
+OVERHEAD_MODELS = ("cnn", "mlp", "mobilenetv2")
+
+
+def build_model(keras_module, name):
+    """One of `OVERHEAD_MODELS`, in `keras_module` (`keras` or `tf_keras`)."""
+    if name == "cnn":
+        return build_sequential(keras_module, CNN_LAYERS)
+    if name == "mlp":
+        return build_sequential(keras_module, MLP_LAYERS)
+    if name == "mobilenetv2":
+        return keras_module.applications.MobileNetV2(
+            alpha=MOBILENET["alpha"],
+            input_shape=MOBILENET["input_shape"],
+            classes=MOBILENET["classes"],
+            weights=None,
+            classifier_activation=None,
+        )
+    raise ValueError(
+        f"`name` must be one of {OVERHEAD_MODELS}. Received: name={name!r}"
+    )
+
+
+def noop_batch_callback(keras_module):
+    """A callback that does nothing before each batch: what any per-batch
+    callback costs (`UpdatePruningStep` is one)."""
+
+    class NoopBatchCallback(keras_module.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+    return NoopBatchCallback()
+
+
+def overhead_inputs(task, data):
+    """`(x, y)` for one overhead task: `steps * batch_size` samples of
+    Fashion-MNIST, or random 96x96x3 images for MobileNetV2."""
+    n = task["steps"] * task["batch_size"]
+    if task["model"] == "mobilenetv2":
+        rng = np.random.default_rng(0)
+        x = rng.random((n, *MOBILENET["input_shape"]), dtype=np.float32)
+        return x, rng.integers(0, 10, n)
+    x = (data["x_train"][:n, ..., None] / 255.0).astype("float32")
+    return x, data["y_train"][:n].astype("int64")
 
 
 def versions():

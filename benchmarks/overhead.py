@@ -18,31 +18,6 @@ import numpy as np
 
 import keras_pruning as kp
 
-MODELS = ("cnn", "mlp", "mobilenetv2")
-
-
-def build(name):
-    if name == "cnn":
-        return _common.build_sequential(keras, _common.CNN_LAYERS)
-    if name == "mlp":
-        return _common.build_sequential(keras, _common.MLP_LAYERS)
-    if name == "mobilenetv2":
-        return keras.applications.MobileNetV2(
-            alpha=_common.MOBILENET["alpha"],
-            input_shape=_common.MOBILENET["input_shape"],
-            classes=_common.MOBILENET["classes"],
-            weights=None,
-            classifier_activation=None,
-        )
-    raise ValueError(f"`name` must be one of {MODELS}. Received: name={name!r}")
-
-
-class NoopBatchCallback(keras.callbacks.Callback):
-    """Does nothing before each batch: what any per-batch callback costs."""
-
-    def on_train_batch_begin(self, batch, logs=None):
-        pass
-
 
 def _bytes(variables):
     return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
@@ -67,18 +42,11 @@ def tasks(quick):
 def measure(task, data):
     """Ours: dense and pruned step times, interleaved; pruning state memory."""
     steps, batch = task["steps"], task["batch_size"]
-    n = steps * batch
-    if task["model"] == "mobilenetv2":
-        rng = np.random.default_rng(0)
-        x = rng.random((n, *_common.MOBILENET["input_shape"]), dtype=np.float32)
-        y = rng.integers(0, 10, n)
-    else:
-        x = (data["x_train"][:n, ..., None] / 255.0).astype("float32")
-        y = data["y_train"][:n].astype("int64")
+    x, y = _common.overhead_inputs(task, data)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
-    dense = build(task["model"])
+    dense = _common.build_model(keras, task["model"])
     dense.compile(keras.optimizers.Adam(1e-3), loss)
     schedule = kp.PolynomialDecay(
         0.0,
@@ -87,7 +55,7 @@ def measure(task, data):
         end_step=steps * (task["repeats"] + 2),
         frequency=steps,  # one mask update in every timed epoch
     )
-    pruned = kp.prune_low_magnitude(build(task["model"]), schedule)
+    pruned = kp.prune_low_magnitude(_common.build_model(keras, task["model"]), schedule)
     pruned.compile(keras.optimizers.Adam(1e-3), loss)
     update = [kp.UpdatePruningStep()]
 
@@ -99,7 +67,7 @@ def measure(task, data):
     times = _common.interleaved(
         {
             "dense": fit(dense, None),
-            "dense_noop": fit(dense, [NoopBatchCallback()]),
+            "dense_noop": fit(dense, [_common.noop_batch_callback(keras)]),
             "pruned": fit(pruned, update),
         },
         task["repeats"],

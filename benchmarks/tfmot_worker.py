@@ -42,29 +42,6 @@ def _loss():
     return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _build(name):
-    if name == "cnn":
-        return _common.build_sequential(tf_keras, _common.CNN_LAYERS)
-    if name == "mlp":
-        return _common.build_sequential(tf_keras, _common.MLP_LAYERS)
-    if name == "mobilenetv2":
-        return tf_keras.applications.MobileNetV2(
-            alpha=_common.MOBILENET["alpha"],
-            input_shape=_common.MOBILENET["input_shape"],
-            classes=_common.MOBILENET["classes"],
-            weights=None,
-            classifier_activation=None,
-        )
-    raise ValueError(f"Unknown model {name!r}")
-
-
-class NoopBatchCallback(tf_keras.callbacks.Callback):
-    """Does nothing before each batch: what any per-batch callback costs."""
-
-    def on_train_batch_begin(self, batch, logs=None):
-        pass
-
-
 def _bytes(variables):
     return sum(int(np.prod(v.shape)) * v.dtype.size for v in variables)
 
@@ -72,16 +49,9 @@ def _bytes(variables):
 def overhead(task, data):
     """Dense and TFMOT-pruned step times, interleaved; pruning state memory."""
     steps, batch = task["steps"], task["batch_size"]
-    n = steps * batch
-    if task["model"] == "mobilenetv2":
-        rng = np.random.default_rng(0)
-        x = rng.random((n, *_common.MOBILENET["input_shape"]), dtype=np.float32)
-        y = rng.integers(0, 10, n)
-    else:
-        x = (data["x_train"][:n, ..., None] / 255.0).astype("float32")
-        y = data["y_train"][:n].astype("int64")
+    x, y = _common.overhead_inputs(task, data)
     tf_keras.utils.set_random_seed(0)
-    dense = _build(task["model"])
+    dense = _common.build_model(tf_keras, task["model"])
     dense.compile(tf_keras.optimizers.Adam(1e-3), _loss())
     schedule = sparsity.PolynomialDecay(
         0.0,
@@ -90,7 +60,9 @@ def overhead(task, data):
         end_step=steps * (task["repeats"] + 2),
         frequency=steps,  # one mask update in every timed epoch
     )
-    pruned = sparsity.prune_low_magnitude(_build(task["model"]), schedule)
+    pruned = sparsity.prune_low_magnitude(
+        _common.build_model(tf_keras, task["model"]), schedule
+    )
     pruned.compile(tf_keras.optimizers.Adam(1e-3), _loss())
     update = [sparsity.UpdatePruningStep()]
 
@@ -102,7 +74,7 @@ def overhead(task, data):
     times = _common.interleaved(
         {
             "dense": fit(dense, None),
-            "dense_noop": fit(dense, [NoopBatchCallback()]),
+            "dense_noop": fit(dense, [_common.noop_batch_callback(tf_keras)]),
             "pruned": fit(pruned, update),
         },
         task["repeats"],
