@@ -270,6 +270,18 @@ weight_arrays = hnp.arrays(
 mask_sparsities = st.floats(min_value=0.0, max_value=0.999)
 
 
+def kernel_arrays(max_side):
+    """float32 weights of rank 2 to 4 for block and m-by-n masks, with ties."""
+    return hnp.arrays(
+        dtype=np.float32,
+        shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=max_side),
+        elements=st.one_of(
+            st.floats(-10, 10, allow_nan=False, width=32),
+            st.sampled_from([0.0, 1.0, -1.0]),
+        ),
+    )
+
+
 @PROPERTY_SETTINGS
 @given(weight_arrays, mask_sparsities)
 def test_mask_keeps_num_kept_largest_magnitudes(weights, sparsity):
@@ -498,14 +510,7 @@ def _reference_block_scores(weights, block_size, pooling):
 
 @PROPERTY_SETTINGS
 @given(
-    weights=hnp.arrays(
-        dtype=np.float32,
-        shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=7),
-        elements=st.one_of(
-            st.floats(-10, 10, allow_nan=False, width=32),
-            st.sampled_from([0.0, 1.0, -1.0]),
-        ),
-    ),
+    weights=kernel_arrays(max_side=7),
     block_size=st.tuples(st.integers(1, 5), st.integers(1, 5)),
     pooling=st.sampled_from(["avg", "max"]),
     sparsity=mask_sparsities,
@@ -587,14 +592,7 @@ def _reference_m_by_n(weights, m, n, axis):
 
 @PROPERTY_SETTINGS
 @given(
-    weights=hnp.arrays(
-        dtype=np.float32,
-        shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=9),
-        elements=st.one_of(
-            st.floats(-10, 10, allow_nan=False, width=32),
-            st.sampled_from([0.0, 1.0, -1.0]),
-        ),
-    ),
+    weights=kernel_arrays(max_side=9),
     m_by_n=st.integers(2, 8).flatmap(
         lambda n: st.tuples(st.integers(1, n - 1), st.just(n))
     ),
