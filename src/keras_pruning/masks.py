@@ -131,10 +131,14 @@ def magnitude_mask(weights, sparsity):
     """
     _check_weights(weights)
     sparsity = _check_sparsity("sparsity", sparsity)
-    magnitudes = ops.reshape(ops.abs(ops.cast(weights, "float32")), (-1,))
-    k = num_kept(int(magnitudes.shape[0]), sparsity)
-    flat_mask, threshold = _keep_largest(magnitudes, k)
-    return ops.reshape(flat_mask, ops.shape(weights)), threshold
+    return _mask_of_scores(ops.abs(ops.cast(weights, "float32")), sparsity)
+
+
+def _mask_of_scores(scores, sparsity):
+    """`magnitude_mask` of float32 scores that are already non-negative."""
+    flat = ops.reshape(scores, (-1,))
+    flat_mask, threshold = _keep_largest(flat, num_kept(int(flat.shape[0]), sparsity))
+    return ops.reshape(flat_mask, ops.shape(scores)), threshold
 
 
 def _keep_largest(values, k):

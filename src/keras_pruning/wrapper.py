@@ -530,6 +530,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 mask, threshold = masks_lib.m_by_n_mask(
                     scores, *self.sparsity_m_by_n, axis=self._channel_axis
                 )
+            elif self.block_size == (1, 1):
+                mask, threshold = masks_lib._mask_of_scores(scores, sparsity)
             else:
                 mask, threshold = masks_lib.block_magnitude_mask(
                     scores, sparsity, self.block_size, self.block_pooling_type
@@ -540,27 +542,40 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def _scores(self):
         """The criterion's float32 score of every prunable weight, 0 where
-        masked; ValueError on NaN or infinity, before any mask changes."""
-        self._check_finite()
+        masked; ValueError on NaN or infinity, before any mask changes.
+
+        Weights at masked positions are never read, so only the effective
+        weights are checked: one device sync per layer."""
         gradients = self._gradients or [None] * len(self._masks)
         found = []
         for weight, mask, gradient in zip(
             self._prunable_weights, self._masks, gradients, strict=True
         ):
             effective = masks_lib.apply_mask(weight, mask)
-            scores = criteria_lib._scores(
-                self.criterion, effective, None if gradient is None else gradient.value
-            )
-            if not bool(ops.all(ops.isfinite(scores))):
-                raise ValueError(
-                    f"The pruning scores of weight {weight.path!r} of layer "
-                    f"{self.layer.name!r} hold NaN or infinite values at pruning "
-                    f"step {self._pruning_step} (criterion={self.criterion!r}): "
-                    "the gradients overflowed. Lower the learning rate or use "
-                    "criterion='magnitude'."
+            found.append(
+                criteria_lib._scores(
+                    self.criterion,
+                    effective,
+                    None if gradient is None else gradient.value,
                 )
-            found.append(masks_lib.apply_mask(scores, mask))
-        return found
+            )
+        finite = [ops.all(ops.isfinite(scores)) for scores in found]
+        if not bool(ops.all(ops.stack(finite))):
+            self._check_finite()
+            weight = self._prunable_weights[[bool(f) for f in finite].index(False)]
+            raise ValueError(
+                f"The pruning scores of weight {weight.path!r} of layer "
+                f"{self.layer.name!r} hold NaN or infinite values at pruning "
+                f"step {self._pruning_step} (criterion={self.criterion!r}): "
+                "the gradients overflowed. Lower the learning rate or use "
+                "criterion='magnitude'."
+            )
+        if self.criterion == "magnitude":  # |w * mask| is 0 where masked
+            return found
+        return [
+            masks_lib.apply_mask(scores, mask)
+            for scores, mask in zip(found, self._masks, strict=True)
+        ]
 
     def _set_masks(self, new_masks, thresholds):
         """Writes masks and thresholds, zeroes the newly pruned weights and
@@ -573,7 +588,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             thresholds,
             strict=True,
         ):
-            kept = ops.logical_and(ops.convert_to_tensor(mask), new_mask)
+            kept = ops.logical_and(mask.value, new_mask)
             weight.assign(masks_lib.apply_mask(weight, kept))
             mask.assign(new_mask)
             threshold.assign(new_threshold)
