@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from keras_pruning import allocation as allocation_lib
 from keras_pruning import criteria as criteria_lib
@@ -120,18 +121,24 @@ def _call_with_values(layer, values, *args, **kwargs):
     `values` maps `id(variable)` to the tensor that stands for it. The call
     runs in a `keras.StatelessScope`, so nothing is assigned in place; updates
     the layer makes to its other variables (RNG seeds, states) are applied
-    after the call, and its losses are re-added. Any enclosing stateless scope
-    (the JAX trainer's) is honoured: other variables are read through it.
+    after the call, and its losses are re-added. Inside an enclosing stateless
+    scope (the JAX trainer's, `stateless_call`), the layer's other variables
+    are mapped to their values there, which the inner scope would hide;
+    outside one, only the replaced variables are mapped (an eager PyTorch
+    step then pays for no more than it needs).
     """
-    mapping = [(v, values.get(id(v), v)) for v in layer.variables]
+    if in_stateless_scope():
+        mapping = [(v, values.get(id(v), v)) for v in layer.variables]
+    else:
+        mapping = [(v, values[id(v)]) for v in layer.variables if id(v) in values]
     with keras.StatelessScope(
         state_mapping=mapping, collect_losses=True, initialize_variables=False
     ) as scope:
         before = {id(v): scope.get_current_value(v) for v, _ in mapping}
         outputs = layer(*args, **kwargs)
-    for variable, _ in mapping:
+    for variable in layer.variables:
         value = scope.get_current_value(variable)
-        if id(variable) not in values and value is not before[id(variable)]:
+        if id(variable) not in values and value is not before.get(id(variable)):
             variable.assign(value)
     return outputs, scope.losses
 
