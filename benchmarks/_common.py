@@ -168,6 +168,18 @@ def interleaved(functions, repeats, warmup=1, clock=time.perf_counter):
     return times
 
 
+def over_seeds(accuracies, seeds):
+    """`{"accuracy": mean, "std": sample standard deviation, "accuracies",
+    "seeds"}` of one method's runs with different training seeds."""
+    values = np.asarray(accuracies, dtype="float64")
+    return {
+        "accuracy": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "accuracies": [float(v) for v in values],
+        "seeds": list(seeds),
+    }
+
+
 def median(values):
     return float(statistics.median(values))
 

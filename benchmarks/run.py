@@ -1,5 +1,6 @@
 """Benchmarks against TFMOT and dense training: overhead, accuracy at sparsity,
-size against the information floor, latency, and scale.
+size against the information floor, latency, scale, and the overhead on every
+Keras backend.
 
     python benchmarks/run.py            # full run: results/latest.{json,md}, plots
     python benchmarks/run.py --quick    # about 10 minutes: results/quick.{json,md}
@@ -23,7 +24,7 @@ import _common  # noqa: E402
 import numpy as np  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("overhead", "accuracy", "size", "latency", "scale")
+SECTIONS = ("overhead", "accuracy", "size", "latency", "scale", "backends")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -83,6 +84,7 @@ def main(argv=None):
     )
     started = time.perf_counter()
     import accuracy
+    import backends
     import latency
     import overhead
     import scale
@@ -156,6 +158,8 @@ def main(argv=None):
             )
         if "scale" in args.sections:
             section("scale", lambda: scale.run(args.quick))
+        if "backends" in args.sections:
+            section("backends", lambda: backends.run(args.quick, data_path))
     finish()
     plots = report.write_plots(result, args.out, args.name)
     print(report.markdown(result))

@@ -12,9 +12,10 @@ keras-pruning are measured on the same machine in the same minutes. SPEC.json:
   `model` is `"cnn"`, `"mlp"` or `"mobilenetv2"`. Step times of the dense
   and the TFMOT-pruned model, interleaved, as in `overhead.py`.
 - `"accuracy"`: `{"weights", "sparsities", "epochs", "batch_size",
-  "learning_rate", "schedules"}`: the CNN gets the dense weights (npz,
-  `layer{i}_w{j}`), is pruned with `PolynomialDecay(**schedules[s])` for each
-  sparsity `s`, trained `epochs`, stripped and evaluated.
+  "learning_rate", "seeds", "schedules"}`: the CNN gets the dense weights
+  (npz, `layer{i}_w{j}`), is pruned with `PolynomialDecay(**schedules[s])`
+  for each sparsity `s`, trained `epochs` with each training seed, stripped
+  and evaluated; the mean over seeds is reported.
 - `"out"`: where the JSON result goes.
 """
 
@@ -125,6 +126,31 @@ def _kernel_sparsity(model):
     return zeros / sizes
 
 
+def _prune_and_train(spec, weights, final, seed, x_train, y_train):
+    """The dense CNN with `weights`, pruned to `final` and trained with
+    training seed `seed`; returns it stripped."""
+    tf_keras.backend.clear_session()
+    tf_keras.utils.set_random_seed(seed)
+    model = _common.build_sequential(tf_keras, _common.CNN_LAYERS)
+    with_weights = [layer for layer in model.layers if layer.weights]
+    for i, layer in enumerate(with_weights):
+        layer.set_weights(
+            [weights[f"layer{i}_w{j}"] for j in range(len(layer.weights))]
+        )
+    schedule = sparsity.PolynomialDecay(**spec["schedules"][str(final)])
+    pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+    pruned.compile(tf_keras.optimizers.Adam(spec["learning_rate"]), _loss())
+    pruned.fit(
+        x_train,
+        y_train,
+        batch_size=spec["batch_size"],
+        epochs=spec["epochs"],
+        verbose=0,
+        callbacks=[sparsity.UpdatePruningStep()],
+    )
+    return sparsity.strip_pruning(pruned)
+
+
 def accuracy(spec, data):
     """Prune the dense CNN to each sparsity, fine-tune, strip, evaluate."""
     x_train = (data["x_train"][..., None] / 255.0).astype("float32")
@@ -133,36 +159,18 @@ def accuracy(spec, data):
     with np.load(spec["weights"]) as archive:
         weights = {key: archive[key] for key in archive.files}
     results = {}
+    seeds = spec["seeds"]
     for final in spec["sparsities"]:
         start = time.perf_counter()
-        tf_keras.backend.clear_session()
-        tf_keras.utils.set_random_seed(0)
-        model = _common.build_sequential(tf_keras, _common.CNN_LAYERS)
-        with_weights = [layer for layer in model.layers if layer.weights]
-        for i, layer in enumerate(with_weights):
-            layer.set_weights(
-                [weights[f"layer{i}_w{j}"] for j in range(len(layer.weights))]
+        runs = []
+        for seed in seeds:
+            stripped = _prune_and_train(spec, weights, final, seed, x_train, y_train)
+            stripped.compile(loss=_loss(), metrics=["accuracy"])
+            runs.append(
+                float(stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)[1])
             )
-        schedule = sparsity.PolynomialDecay(**spec["schedules"][str(final)])
-        pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
-        pruned.compile(
-            tf_keras.optimizers.Adam(spec["learning_rate"]),
-            _loss(),
-            metrics=["accuracy"],
-        )
-        pruned.fit(
-            x_train,
-            y_train,
-            batch_size=spec["batch_size"],
-            epochs=spec["epochs"],
-            verbose=0,
-            callbacks=[sparsity.UpdatePruningStep()],
-        )
-        stripped = sparsity.strip_pruning(pruned)
-        stripped.compile(loss=_loss(), metrics=["accuracy"])
-        _, acc = stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)
         results[str(final)] = {
-            "accuracy": float(acc),
+            **_common.over_seeds(runs, seeds),
             "sparsity": _kernel_sparsity(stripped),
             "seconds": round(time.perf_counter() - start, 1),
         }

@@ -105,6 +105,46 @@ def test_median_ratio_pairs_measurements_of_the_same_round():
         common.median_ratio([1.0], [1.0, 2.0])
 
 
+def test_over_seeds_reports_the_mean_and_sample_deviation():
+    row = common.over_seeds([0.90, 0.88, 0.89], (0, 1, 2))
+    assert row["accuracy"] == pytest.approx(0.89)
+    assert row["std"] == pytest.approx(0.01)
+    assert row["accuracies"] == [0.90, 0.88, 0.89]
+    assert row["seeds"] == [0, 1, 2]
+    assert common.over_seeds([0.9], (0,))["std"] == 0.0
+
+
+def test_accuracy_target_compares_means_and_says_over_how_many_seeds():
+    result = _result(1.02, 1.3, [0.90, 0.888], [0.89, 0.88], 0.891, 1.25, 2.0)
+    result["accuracy"]["methods"]["local"]["0.5"] = common.over_seeds(
+        [0.88, 0.89, 0.90], (0, 1, 2)
+    )
+    result["accuracy"]["methods"]["tfmot"]["0.5"] = common.over_seeds(
+        [0.895, 0.895, 0.895], (0, 1, 2)
+    )
+    row = next(r for r in report.targets(result) if "at 50%" in r["target"])
+    assert row["target"] == "Accuracy at 50%: local >= TFMOT (mean of 3 seeds)"
+    assert row["measured"] == "89.00% vs 89.50%"
+    assert not row["pass"]
+
+
+def test_backend_targets_check_every_backend_and_model():
+    result = {
+        "backends": {
+            "backends": {
+                "jax": {"cnn": {"ratio": 1.04}, "mlp": {"ratio": 1.06}},
+                "torch": {"cnn": {"ratio": 1.01}},
+            }
+        }
+    }
+    rows = report.targets(result)
+    assert [(r["target"], r["pass"]) for r in rows] == [
+        ("Overhead cnn on jax: pruned/dense <= 1.05", True),
+        ("Overhead mlp on jax: pruned/dense <= 1.05", False),
+        ("Overhead cnn on torch: pruned/dense <= 1.05", True),
+    ]
+
+
 def test_loglog_slope_is_the_exponent_of_a_power_law():
     xs = [1e3, 1e4, 1e5, 1e6]
     assert common.loglog_slope(xs, [2 * x for x in xs]) == pytest.approx(1.0)
