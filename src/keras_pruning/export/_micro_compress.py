@@ -240,7 +240,8 @@ def _bookkeeping_bytes(tensor, consumers, ancillary_size):
 
     Each consumer gets a DECODE operator and a decoded tensor, a copy of the
     original entry (quantization parameters included); the tensor gets one
-    ancillary tensor and one new buffer.
+    ancillary tensor and one new buffer, and its own entry loses its
+    quantization parameters.
     """
     from tflite_micro.tensorflow.lite.micro.python import (
         schema_py_generated as schema,
@@ -258,8 +259,13 @@ def _bookkeeping_bytes(tensor, consumers, ancillary_size):
     operator.inputs = [0, 0]
     operator.outputs = [0]
     per_consumer = _packed_size(decoded) + _packed_size(operator)
+    quantization = tensor._fb.quantization
+    dropped = 0 if quantization is None else _packed_size(quantization)
     return (
-        consumers * per_consumer + _packed_size(ancillary) + _BUFFER_BOOKKEEPING_BYTES
+        consumers * per_consumer
+        + _packed_size(ancillary)
+        + _BUFFER_BOOKKEEPING_BYTES
+        - dropped
     )
 
 
@@ -386,6 +392,25 @@ def _candidates(model, encoders):
                 )
             )
     return found
+
+
+def _drop_encoded_quantization(model):
+    """Removes the quantization parameters of the DECODE inputs, in place.
+
+    `decode_insert` sets an encoded tensor's `quantization` to `None`, but
+    `model_editor` writes only quantization that is set, so the tensor's
+    flatbuffer entry keeps the original scales and zero points: 12 bytes per
+    channel, repeated by the decoded tensor that needs them. The DECODE
+    kernels read the quantization of their output, never of their inputs
+    (TFLM's `decode_state_prune.cc`, `decode_state_lut.cc`).
+    """
+    from tflite_micro.tensorflow.lite.micro.compression import decode_insert
+
+    for subgraph in model.subgraphs:
+        for operator in subgraph.operators:
+            if operator.custom_code == decode_insert.DECODE_CUSTOM_OP_NAME:
+                for tensor in operator.inputs:  # encoded and ancillary tensors
+                    tensor._fb.quantization = None
 
 
 def _within_budget(candidates, budget):
@@ -536,6 +561,7 @@ def compress_for_micro(
     candidates.sort(key=lambda c: c.key)
 
     decode_insert.insert_decode_operators(model, {c.key: c.result for c in candidates})
+    _drop_encoded_quantization(model)
     compressed = _align(bytes(model.build()))
     if len(compressed) >= len(data):
         return unchanged
