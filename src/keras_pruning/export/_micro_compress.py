@@ -5,7 +5,8 @@ TensorFlow Lite Micro cannot run TFLite's sparse tensors, but its custom
 constant and an ancillary constant. `compress_for_micro` re-encodes the pruned
 weights of a `.tflite` file that way, using tflite_micro's own compression
 machinery (`model_editor`, `decode_insert`) with a PRUNE encoder of our own:
-upstream ships the C++ decoder but only a stub encoder.
+upstream ships the C++ decoder but only a stub encoder. By default it also
+strips the strings TFLM never reads (tensor names, signature defs, ...).
 
 PRUNE encoding (decode type 2) of a constant tensor with `n` elements, as read
 by TFLM's `kernels/decode.cc`, `kernels/decode_state.h` and
@@ -96,7 +97,8 @@ class MicroCompression:
 
     Attributes:
         tensors: a tuple of `CompressedTensor`, one per re-encoded tensor, in
-            file order; empty when the file was returned unchanged.
+            file order; empty when no tensor was re-encoded (the file was
+            returned unchanged, or only stripped of its strings).
         bytes_before: size of the input file.
         bytes_after: size of the returned file.
         decoded_bytes: arena (or alternate decompression memory) bytes the
@@ -509,9 +511,10 @@ def compress_for_micro(
 
     A tensor is re-encoded when it saves at least `min_saving_bytes`, where the
     saving is the dense size, minus the mask and ancillary data, minus an
-    estimate of the flatbuffer entries the insertion adds (a decoded tensor,
-    which repeats the quantization parameters, and an operator per consumer;
-    an ancillary tensor and buffer per tensor). If the resulting file is not
+    estimate of the flatbuffer entries the insertion adds (per consumer, an
+    operator and a decoded tensor, which carries the quantization parameters
+    that the encoded tensor drops; per tensor, an ancillary tensor and a
+    buffer). If the resulting file is not
     smaller than the input, the input is returned unchanged.
 
     With `strip_strings`, the file also loses what TFLite Micro never reads,
