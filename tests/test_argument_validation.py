@@ -451,6 +451,8 @@ def _cases(tmp):
              lambda: {"tflite_bytes": _tflite()}, bad_int(0)),
         Case("compress_for_micro", export.compress_for_micro, "ram_budget_bytes",
              lambda: {"tflite_bytes": _tflite()}, bad_int(0, allow_none=True)),
+        Case("compress_for_micro", export.compress_for_micro, "strip_strings",
+             lambda: {"tflite_bytes": _tflite()}, bad_bool),
         Case("min_arena_bytes", export.min_arena_bytes, "tflite_bytes",
              lambda: {"tflite_bytes": _tflite()}, bad_tflite),
         Case("min_arena_bytes", export.min_arena_bytes,

@@ -5,7 +5,8 @@ TensorFlow Lite Micro cannot run TFLite's sparse tensors, but its custom
 constant and an ancillary constant. `compress_for_micro` re-encodes the pruned
 weights of a `.tflite` file that way, using tflite_micro's own compression
 machinery (`model_editor`, `decode_insert`) with a PRUNE encoder of our own:
-upstream ships the C++ decoder but only a stub encoder.
+upstream ships the C++ decoder but only a stub encoder. By default it also
+strips the strings TFLM never reads (tensor names, signature defs, ...).
 
 PRUNE encoding (decode type 2) of a constant tensor with `n` elements, as read
 by TFLM's `kernels/decode.cc`, `kernels/decode_state.h` and
@@ -62,6 +63,10 @@ _ELEMENT_VIEWS = {
 # table and length prefix, plus padding of the data to 16-byte alignment.
 _BUFFER_BOOKKEEPING_BYTES = 32
 
+# Metadata the TFLite converter writes for people and tools (a version string
+# and a description of the conversion); no interpreter needs it to run a file.
+_INFORMATIONAL_METADATA = ("min_runtime_version", "CONVERSION_METADATA")
+
 
 @dataclasses.dataclass(frozen=True)
 class CompressedTensor:
@@ -92,7 +97,8 @@ class MicroCompression:
 
     Attributes:
         tensors: a tuple of `CompressedTensor`, one per re-encoded tensor, in
-            file order; empty when the file was returned unchanged.
+            file order; empty when no tensor was re-encoded (the file was
+            returned unchanged, or only stripped of its strings).
         bytes_before: size of the input file.
         bytes_after: size of the returned file.
         decoded_bytes: arena (or alternate decompression memory) bytes the
@@ -235,31 +241,38 @@ def _packed_size(table):
     return builder.Offset()
 
 
-def _bookkeeping_bytes(tensor, consumers, ancillary_size):
+def _bookkeeping_bytes(tensor, consumers, ancillary_size, named):
     """Estimates the file bytes the DECODE insertion adds around one tensor.
 
     Each consumer gets a DECODE operator and a decoded tensor, a copy of the
     original entry (quantization parameters included); the tensor gets one
-    ancillary tensor and one new buffer.
+    ancillary tensor and one new buffer, and its own entry loses its
+    quantization parameters. The new tensors are named after the tensor when
+    `named` (the file keeps its names).
     """
     from tflite_micro.tensorflow.lite.micro.python import (
         schema_py_generated as schema,
     )
 
-    name = tensor.name or ""
+    name = tensor.name if named else None
     decoded = copy.deepcopy(tensor._fb)
-    decoded.name = f"{name}_decoded"
+    decoded.name = f"{name}_decoded" if name else None
     decoded.buffer = 0
     ancillary = schema.TensorT()
     ancillary.shape = [ancillary_size]
     ancillary.type = schema.TensorType.UINT8
-    ancillary.name = f"{name}_ancillary"
+    ancillary.name = f"{name}_ancillary" if name else None
     operator = schema.OperatorT()
     operator.inputs = [0, 0]
     operator.outputs = [0]
     per_consumer = _packed_size(decoded) + _packed_size(operator)
+    quantization = tensor._fb.quantization
+    dropped = 0 if quantization is None else _packed_size(quantization)
     return (
-        consumers * per_consumer + _packed_size(ancillary) + _BUFFER_BOOKKEEPING_BYTES
+        consumers * per_consumer
+        + _packed_size(ancillary)
+        + _BUFFER_BOOKKEEPING_BYTES
+        - dropped
     )
 
 
@@ -321,9 +334,9 @@ def _encoders(method):
     ]
 
 
-def _candidates(model, encoders):
+def _candidates(model, encoders, named):
     """Every constant tensor that an encoder can encode, with the estimated
-    saving of its best encoding."""
+    saving of its best encoding (`named`: whether the file keeps its names)."""
     from tflite_micro.tensorflow.lite.micro.compression import (
         compressor,
         constant_inputs,
@@ -366,7 +379,7 @@ def _candidates(model, encoders):
             )
             after = len(result.encoded_data) + len(result.ancillary_data)
             bookkeeping = _bookkeeping_bytes(
-                tensor, consumers, len(result.ancillary_data)
+                tensor, consumers, len(result.ancillary_data), named
             )
             row = CompressedTensor(
                 name=tensor.name or f"tensor {tensor_index}",
@@ -386,6 +399,50 @@ def _candidates(model, encoders):
                 )
             )
     return found
+
+
+def _drop_encoded_quantization(model):
+    """Removes the quantization parameters of the DECODE inputs, in place.
+
+    `decode_insert` sets an encoded tensor's `quantization` to `None`, but
+    `model_editor` writes only quantization that is set, so the tensor's
+    flatbuffer entry keeps the original scales and zero points: 12 bytes per
+    channel, repeated by the decoded tensor that needs them. The DECODE
+    kernels read the quantization of their output, never of their inputs
+    (TFLM's `decode_state_prune.cc`, `decode_state_lut.cc`).
+    """
+    from tflite_micro.tensorflow.lite.micro.compression import decode_insert
+
+    for subgraph in model.subgraphs:
+        for operator in subgraph.operators:
+            if operator.custom_code == decode_insert.DECODE_CUSTOM_OP_NAME:
+                for tensor in operator.inputs:  # encoded and ancillary tensors
+                    tensor._fb.quantization = None
+
+
+def _strip_strings(model):
+    """Removes what TFLite Micro never reads from a `model_editor.Model`.
+
+    As TensorFlow's `flatbuffer_utils.strip_strings`: the model description,
+    the subgraph and tensor names, and the signature defs (which map names to
+    tensors); and the converter's informational metadata. Operator custom
+    codes (`TFLM_DECODE`) and other metadata (such as TFLM's
+    `OfflineMemoryAllocation` plan) stay. Interpreters address inputs and
+    outputs by index, so the outputs do not change.
+    """
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor
+
+    model.description = None
+    model._fb.signatureDefs = None  # model_editor keeps them in its ModelT
+    for name in _INFORMATIONAL_METADATA:
+        model.metadata.pop(name, None)
+    # model_editor writes the remaining metadata into new buffers: drop the
+    # buffers read from the file, which no tensor references.
+    model_editor.prune_buffers(model)
+    for subgraph in model.subgraphs:
+        subgraph.name = None
+        for tensor in subgraph.tensors:
+            tensor.name = None
 
 
 def _within_budget(candidates, budget):
@@ -439,6 +496,7 @@ def compress_for_micro(
     method="prune",
     min_saving_bytes=DEFAULT_MIN_SAVING_BYTES,
     ram_budget_bytes=None,
+    strip_strings=True,
 ):
     """Re-encodes the pruned weights of a TFLite Micro file with DECODE.
 
@@ -453,10 +511,20 @@ def compress_for_micro(
 
     A tensor is re-encoded when it saves at least `min_saving_bytes`, where the
     saving is the dense size, minus the mask and ancillary data, minus an
-    estimate of the flatbuffer entries the insertion adds (a decoded tensor,
-    which repeats the quantization parameters, and an operator per consumer;
-    an ancillary tensor and buffer per tensor). If the resulting file is not
+    estimate of the flatbuffer entries the insertion adds (per consumer, an
+    operator and a decoded tensor, which carries the quantization parameters
+    that the encoded tensor drops; per tensor, an ancillary tensor and a
+    buffer). If the resulting file is not
     smaller than the input, the input is returned unchanged.
+
+    With `strip_strings`, the file also loses what TFLite Micro never reads,
+    as TensorFlow's `flatbuffer_utils.strip_strings` does: the model
+    description, subgraph and tensor names, and signature defs; and the
+    converter's `min_runtime_version` and `CONVERSION_METADATA` metadata. This
+    happens even when no tensor is re-encoded. TFLite Micro and LiteRT run
+    the stripped file with the same outputs (they address inputs and outputs
+    by index); keep the names to read the file in a viewer such as Netron,
+    or to call LiteRT's signature runner.
 
     RAM rule: every DECODE output is a dense tensor in the arena (or in the
     interpreter's alternate decompression memory). With `ram_budget_bytes`,
@@ -481,14 +549,16 @@ def compress_for_micro(
             re-encoded. Defaults to `64`.
         ram_budget_bytes: most bytes the decoded tensors may need at run time,
             or `None` for no limit. Defaults to `None`.
+        strip_strings: remove the names, signature defs and informational
+            metadata (see above); `False` keeps them. Defaults to `True`.
 
     Returns:
         A tuple `(compressed_bytes, report)`: the new file as bytes (the input,
         unchanged, when nothing pays off) and a `MicroCompression`.
 
     Raises:
-        TypeError: if `tflite_bytes` is not bytes, or an integer argument is
-            not an int.
+        TypeError: if `tflite_bytes` is not bytes, an integer argument is
+            not an int, or `strip_strings` is not a bool.
         ValueError: if `tflite_bytes` is not a TFLite flatbuffer or holds
             sparse tensors, `method` is unknown, or an integer argument is
             negative.
@@ -497,6 +567,7 @@ def compress_for_micro(
     Examples:
         >>> small, report = compress_for_micro(data)
         >>> [(t.name, t.bytes_before, t.bytes_after) for t in report.tensors]
+        >>> named, _ = compress_for_micro(data, strip_strings=False)
     """
     if not isinstance(tflite_bytes, (bytes, bytearray, memoryview)):
         raise TypeError(
@@ -509,6 +580,11 @@ def compress_for_micro(
         )
     _check_int(min_saving_bytes, "min_saving_bytes")
     _check_int(ram_budget_bytes, "ram_budget_bytes", allow_none=True)
+    if not isinstance(strip_strings, bool):
+        raise TypeError(
+            "`strip_strings` must be True or False. "
+            f"Received: strip_strings={strip_strings!r}"
+        )
     data = bytes(tflite_bytes)
     require("tflite_micro")
     info = model_info(data, "tflite_bytes")
@@ -527,15 +603,22 @@ def compress_for_micro(
     unchanged = (data, MicroCompression((), len(data), len(data), 0))
     model = model_editor.read(data)
     candidates = [
-        c for c in _candidates(model, _encoders(method)) if c.saving >= min_saving_bytes
+        c
+        for c in _candidates(model, _encoders(method), named=not strip_strings)
+        if c.saving >= min_saving_bytes
     ]
     if ram_budget_bytes is not None:
         candidates = _within_budget(candidates, ram_budget_bytes)
-    if not candidates:
+    if not candidates and not strip_strings:
         return unchanged
     candidates.sort(key=lambda c: c.key)
 
-    decode_insert.insert_decode_operators(model, {c.key: c.result for c in candidates})
+    if strip_strings:
+        _strip_strings(model)
+    if candidates:
+        results = {c.key: c.result for c in candidates}
+        decode_insert.insert_decode_operators(model, results)
+        _drop_encoded_quantization(model)
     compressed = _align(bytes(model.build()))
     if len(compressed) >= len(data):
         return unchanged
