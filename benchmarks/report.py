@@ -223,9 +223,10 @@ def _size_md(section):
         "",
         "Where the compressed micro file exceeds the floor: its PRUNE encoding "
         "stores a 1-bit mask per kernel weight (n/8 bytes, against n*H(s)/8 in "
-        "the floor), and the file holds more than kernels (biases, "
-        "quantization parameters, the graph: the micro file's bytes beyond its "
-        "int8 kernels).",
+        "the floor), and the file holds more than kernels: its other bytes "
+        "(biases, quantization parameters, the graph, DECODE headers, kernels "
+        "too small to encode) are the compressed file's bytes beyond its kept "
+        "int8 kernel values and 1-bit masks.",
         "",
         "| sparsity | floor | 1-bit masks | n*H(s)/8 | non-kernel bytes "
         "| micro compressed |",

@@ -50,6 +50,7 @@ def run(models, sparsities, calibration):
             sum(r.nonzeros for r in report),
             sum(r.size for r in report),
         )
+        masks = sum((r.size + 7) // 8 for r in report)
         rows[str(s)] = {
             "kernel_sparsity": 1 - nonzeros / total,
             "kernel_weights": total,
@@ -59,10 +60,11 @@ def run(models, sparsities, calibration):
             "ratio_to_floor": {name: size / floor for name, size in sizes.items()},
             # What the compressed micro file spends beyond the floor: a 1-bit
             # mask costs n/8 bytes where the floor counts n*H(s)/8, and the
-            # file holds more than kernels (biases, quantization parameters,
-            # the graph): the micro file's bytes beyond its n int8 kernels.
-            "mask_bytes_1bit": sum((r.size + 7) // 8 for r in report),
-            "non_kernel_bytes": sizes["micro"] - total,
+            # file holds more than kept kernel values and masks (biases,
+            # quantization parameters, the graph, DECODE headers, kernels
+            # too small to encode).
+            "mask_bytes_1bit": masks,
+            "non_kernel_bytes": sizes["micro_compressed"] - nonzeros - masks,
         }
     return {
         "method": "local (the accuracy section's models)",
