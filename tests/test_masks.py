@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from keras import ops
 
+from keras_pruning import masks
 from keras_pruning.masks import (
     apply_mask,
     block_magnitude_mask,
@@ -305,6 +306,24 @@ def test_apply_mask_keeps_exactly_the_masked_weights(weights, sparsity):
     # Masking again at the same sparsity prunes nothing that survived.
     remasked, _ = _mask(masked, sparsity)
     assert np.count_nonzero(masked[~remasked]) == 0
+
+
+@PROPERTY_SETTINGS
+@given(
+    hnp.arrays(
+        np.float32,
+        st.integers(1, 300),
+        elements=st.one_of(
+            st.floats(-1e3, 1e3, width=32),
+            st.sampled_from([0.0, 1e-30, -1e-30, 0.5]),
+        ),
+    ),
+    st.data(),
+)
+def test_bisection_finds_the_exact_kth_largest(values, data):
+    k = data.draw(st.integers(1, values.size))
+    found = masks._bisect_kth_largest(ops.convert_to_tensor(values), k)
+    assert float(found) == np.sort(values)[::-1][k - 1]
 
 
 def _large_cases():
