@@ -180,7 +180,10 @@ def _accuracy_md(section):
     lines += [
         "",
         f"Dense (3 epochs): {_pct(section['dense']['accuracy'])}%; dense control "
-        f"(3 + 2 epochs, no pruning): {_pct(section['dense_control']['accuracy'])}%.",
+        "(3 + 2 epochs, no pruning): Keras 3 "
+        f"{_accuracy_cell(section['dense_control'])}%, tf_keras "
+        f"{_accuracy_cell(section['tfmot_dense_control'])}% (the same dense "
+        "weights trained 2 more epochs in TFMOT's framework).",
     ]
     if two_four:
         lines.append(

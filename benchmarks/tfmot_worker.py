@@ -15,7 +15,8 @@ keras-pruning are measured on the same machine in the same minutes. SPEC.json:
   "learning_rate", "seeds", "schedules"}`: the CNN gets the dense weights
   (npz, `layer{i}_w{j}`), is pruned with `PolynomialDecay(**schedules[s])`
   for each sparsity `s`, trained `epochs` with each training seed, stripped
-  and evaluated; the mean over seeds is reported.
+  and evaluated; the mean over seeds is reported, with a dense control
+  trained as long without pruning.
 - `"out"`: where the JSON result goes.
 """
 
@@ -126,55 +127,71 @@ def _kernel_sparsity(model):
     return zeros / sizes
 
 
-def _prune_and_train(spec, weights, final, seed, x_train, y_train):
-    """The dense CNN with `weights`, pruned to `final` and trained with
-    training seed `seed`; returns it stripped."""
-    tf_keras.backend.clear_session()
-    tf_keras.utils.set_random_seed(seed)
+def _dense_cnn(weights):
+    """The CNN in tf_keras with the Keras 3 side's dense `weights`."""
     model = _common.build_sequential(tf_keras, _common.CNN_LAYERS)
     with_weights = [layer for layer in model.layers if layer.weights]
     for i, layer in enumerate(with_weights):
         layer.set_weights(
             [weights[f"layer{i}_w{j}"] for j in range(len(layer.weights))]
         )
-    schedule = sparsity.PolynomialDecay(**spec["schedules"][str(final)])
-    pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
-    pruned.compile(tf_keras.optimizers.Adam(spec["learning_rate"]), _loss())
-    pruned.fit(
+    return model
+
+
+def _evaluate(model, x_test, y_test):
+    model.compile(loss=_loss(), metrics=["accuracy"])
+    return float(model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1])
+
+
+def _train(spec, weights, seed, x_train, y_train, schedule=None):
+    """The dense CNN trained `spec["epochs"]` with training seed `seed`:
+    pruned with `schedule` and stripped, or dense (the control) without."""
+    tf_keras.backend.clear_session()
+    tf_keras.utils.set_random_seed(seed)
+    model = _dense_cnn(weights)
+    callbacks = []
+    if schedule is not None:
+        model = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+        callbacks = [sparsity.UpdatePruningStep()]
+    model.compile(tf_keras.optimizers.Adam(spec["learning_rate"]), _loss())
+    model.fit(
         x_train,
         y_train,
         batch_size=spec["batch_size"],
         epochs=spec["epochs"],
         verbose=0,
-        callbacks=[sparsity.UpdatePruningStep()],
+        callbacks=callbacks,
     )
-    return sparsity.strip_pruning(pruned)
+    return model if schedule is None else sparsity.strip_pruning(model)
 
 
 def accuracy(spec, data):
-    """Prune the dense CNN to each sparsity, fine-tune, strip, evaluate."""
+    """Prune the dense CNN to each sparsity, fine-tune, strip, evaluate; and
+    the dense control."""
     x_train = (data["x_train"][..., None] / 255.0).astype("float32")
     x_test = (data["x_test"][..., None] / 255.0).astype("float32")
     y_train, y_test = data["y_train"].astype("int64"), data["y_test"].astype("int64")
     with np.load(spec["weights"]) as archive:
         weights = {key: archive[key] for key in archive.files}
-    results = {}
     seeds = spec["seeds"]
+    controls = [
+        _evaluate(_train(spec, weights, seed, x_train, y_train), x_test, y_test)
+        for seed in seeds
+    ]
+    results = {}
     for final in spec["sparsities"]:
         start = time.perf_counter()
+        schedule = sparsity.PolynomialDecay(**spec["schedules"][str(final)])
         runs = []
         for seed in seeds:
-            stripped = _prune_and_train(spec, weights, final, seed, x_train, y_train)
-            stripped.compile(loss=_loss(), metrics=["accuracy"])
-            runs.append(
-                float(stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)[1])
-            )
+            stripped = _train(spec, weights, seed, x_train, y_train, schedule)
+            runs.append(_evaluate(stripped, x_test, y_test))
         results[str(final)] = {
             **_common.over_seeds(runs, seeds),
             "sparsity": _kernel_sparsity(stripped),
             "seconds": round(time.perf_counter() - start, 1),
         }
-    return results
+    return {"methods": results, "dense_control": _common.over_seeds(controls, seeds)}
 
 
 def main(path):

@@ -128,6 +128,33 @@ def test_accuracy_target_compares_means_and_says_over_how_many_seeds():
     assert not row["pass"]
 
 
+def test_accuracy_table_shows_seed_means_with_their_deviation():
+    three = common.over_seeds([0.89, 0.90, 0.91], (0, 1, 2))
+    one = common.over_seeds([0.85], (0,))
+    section = {
+        "setup": {
+            "sparsities": [0.5],
+            "seeds": {"local": [0, 1, 2]},
+            "train_examples": 10,
+            "test_examples": 5,
+            "batch_size": 2,
+            "optimizer": "Adam",
+            "note": "",
+        },
+        "dense": {"accuracy": 0.8},
+        "dense_control": three,
+        "tfmot_dense_control": one,
+        "methods": {
+            "local": {"0.5": {**three, "sparsity": 0.5}},
+            "global": {"0.5": {**one, "sparsity": 0.5}},
+        },
+    }
+    text = "\n".join(report._accuracy_md(section))
+    assert "| local | 90.00 ± 1.00 |" in text
+    assert "| global | 85.00 |" in text
+    assert "Keras 3 90.00 ± 1.00%, tf_keras 85.00%" in text
+
+
 def test_backend_targets_check_every_backend_and_model():
     result = {
         "backends": {
