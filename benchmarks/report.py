@@ -226,10 +226,10 @@ def _size_md(section):
         "",
         "Where the compressed micro file exceeds the floor: its PRUNE encoding "
         "stores a 1-bit mask per kernel weight (n/8 bytes, against n*H(s)/8 in "
-        "the floor), and the file holds more than kernels: its other bytes "
-        "(biases, quantization parameters, the graph, DECODE headers, kernels "
-        "too small to encode) are the compressed file's bytes beyond its kept "
-        "int8 kernel values and 1-bit masks.",
+        "the floor), and the file holds more than kernels: non-kernel bytes "
+        "are the compressed file's bytes beyond its kernels (encoded: mask, "
+        "kept values and header; or dense: one byte per weight), that is "
+        "biases, quantization parameters and the graph.",
         "",
         "| sparsity | floor | 1-bit masks | n*H(s)/8 | non-kernel bytes "
         "| micro compressed |",
