@@ -12,6 +12,8 @@ import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -166,6 +168,25 @@ def interleaved(functions, repeats, warmup=1, clock=time.perf_counter):
             functions[name]()
             times[name].append(clock() - start)
     return times
+
+
+def run_python(argv, env, what, timeout=None):
+    """Runs `python *argv` with `env`; returns its stdout. RuntimeError with
+    the end of its output, naming `what`, if it fails."""
+    done = subprocess.run(
+        [sys.executable, *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed ({done.returncode}):\n"
+            + done.stdout[-4000:]
+            + done.stderr[-4000:]
+        )
+    return done.stdout
 
 
 def over_seeds(accuracies, seeds):

@@ -12,8 +12,6 @@ default (TensorFlow: `tf.function`; JAX: `jax.jit`; PyTorch: eager).
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 import _common
 
@@ -44,20 +42,9 @@ def _measure_here(data_path, quick):
 
 def _measure_in_process(backend, data_path, quick):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, os.path.abspath(__file__), data_path]
-    done = subprocess.run(
-        command + (["--quick"] if quick else []),
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"The {backend} measurement failed ({done.returncode}):\n"
-            + done.stdout[-4000:]
-            + done.stderr[-4000:]
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    argv = [os.path.abspath(__file__), data_path] + (["--quick"] if quick else [])
+    stdout = _common.run_python(argv, env, f"The {backend} measurement")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def run(quick, data_path):

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import _common
 
@@ -23,18 +21,6 @@ def run_tfmot(spec, folder, name, timeout=3600):
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "CUDA_VISIBLE_DEVICES": "",
     }
-    done = subprocess.run(
-        [sys.executable, WORKER, spec_path],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"The TFMOT worker failed ({done.returncode}):\n"
-            + done.stdout[-4000:]
-            + done.stderr[-4000:]
-        )
+    _common.run_python([WORKER, spec_path], env, "The TFMOT worker", timeout)
     with open(out_path) as f:
         return json.load(f)
