@@ -136,6 +136,19 @@ def test_non_finite_weight_in_a_second_prunable_weight_leaves_all_masks_alone():
     assert all(np.all(keras.ops.convert_to_numpy(m)) for m in wrapper.masks)
 
 
+def test_non_finite_value_at_a_masked_position_is_never_read():
+    wrapper = _wrapped(keras.layers.Dense(4), (None, 4))
+    wrapper.update_masks(0.5)
+    kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+    masked = np.argwhere(~keras.ops.convert_to_numpy(wrapper.masks[0]))[0]
+    kernel[tuple(masked)] = np.nan
+    wrapper.layer.kernel.assign(kernel)
+    wrapper.update_masks(0.75)  # the masked NaN scores 0: no error
+    mask = keras.ops.convert_to_numpy(wrapper.masks[0])
+    assert int(mask.sum()) == 4 and not mask[tuple(masked)]
+    assert np.all(np.isfinite(wrapper.masked_weights()[0]))
+
+
 def test_non_finite_weight_fails_a_channel_mask_update():
     x = np.random.default_rng(0).random((8, 6, 6, 3)).astype("float32")
     model = keras.Sequential(

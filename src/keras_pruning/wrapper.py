@@ -507,8 +507,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         Runs eagerly, between training steps.
 
         Raises:
-            ValueError: if a weight or its score holds NaN or infinity (the
-                mask would be meaningless; no mask is changed then), or if the
+            ValueError: if a kept weight or its score holds NaN or infinity
+                (the mask would be meaningless; no mask is changed then; values
+                at masked positions are never read), or if the
                 wrapper's masks are set for the whole model
                 (`granularity="channel"` or `global_pruning=True`).
         """
