@@ -40,11 +40,12 @@ BATCH_SIZE = 64
 LEARNING_RATE = 1e-3
 
 
-def seeds(quick):
+def seeds(quick, count=None):
     """Training seeds (shuffling order) of the two methods the accuracy target
     compares, `local` and `tfmot`: one run differs from another by up to about
-    half a point, so a full run compares means over three seeds."""
-    return (0,) if quick else (0, 1, 2)
+    half a point, so a full run compares means over three seeds (`count`
+    overrides)."""
+    return tuple(range(count if count is not None else 1 if quick else 3))
 
 
 def sizes(quick):
@@ -100,9 +101,10 @@ def _fit(model, x, y, callbacks=None):
     )
 
 
-def run(quick, data, folder, tfmot):
+def run(quick, data, folder, tfmot, seed_count=None):
     """Trains every method; returns `(result, models)`, `models` mapping
     `"dense"` and `(method, sparsity)` to stripped Keras models."""
+    training_seeds = seeds(quick, seed_count)
     x_train, x_test = _prepare(data["x_train"]), _prepare(data["x_test"])
     y_train, y_test = data["y_train"].astype("int64"), data["y_test"].astype("int64")
     steps_per_epoch = math.ceil(len(x_train) / BATCH_SIZE)
@@ -130,7 +132,7 @@ def run(quick, data, folder, tfmot):
     }
 
     runs = []
-    for seed in seeds(quick):
+    for seed in training_seeds:
         keras.utils.clear_session()
         keras.utils.set_random_seed(seed)
         control = _from_dense(dense)
@@ -138,7 +140,7 @@ def run(quick, data, folder, tfmot):
         _fit(control, x_train, y_train)
         runs.append(_evaluate(control, x_test, y_test))
     rows["dense_control"] = {
-        **_common.over_seeds(runs, seeds(quick)),
+        **_common.over_seeds(runs, training_seeds),
         "sparsity": 0.0,
         "epochs": DENSE_EPOCHS + PRUNE_EPOCHS,
     }
@@ -148,7 +150,7 @@ def run(quick, data, folder, tfmot):
         for s in (0.5,) if method == "2:4" else SPARSITIES:
             start = time.perf_counter()
             runs = []
-            for seed in seeds(quick) if method == "local" else (0,):
+            for seed in training_seeds if method == "local" else (0,):
                 keras.utils.clear_session()
                 keras.utils.set_random_seed(seed)
                 schedule = kp.PolynomialDecay(**schedules[s])
@@ -161,7 +163,9 @@ def run(quick, data, folder, tfmot):
                     models[(method, s)] = stripped
             stripped = models[(method, s)]
             results[method][str(s)] = {
-                **_common.over_seeds(runs, seeds(quick) if method == "local" else (0,)),
+                **_common.over_seeds(
+                    runs, training_seeds if method == "local" else (0,)
+                ),
                 # Kernel weights gone (zero, or removed with their channels).
                 "sparsity": 1 - _kernel_nonzeros(stripped) / dense_kernels,
                 "parameters": int(stripped.count_params()),
@@ -177,7 +181,7 @@ def run(quick, data, folder, tfmot):
                 "epochs": PRUNE_EPOCHS,
                 "batch_size": BATCH_SIZE,
                 "learning_rate": LEARNING_RATE,
-                "seeds": list(seeds(quick)),
+                "seeds": list(training_seeds),
                 "schedules": {str(s): args for s, args in schedules.items()},
             },
         },
@@ -193,7 +197,7 @@ def run(quick, data, folder, tfmot):
             "prune_epochs": PRUNE_EPOCHS,
             "batch_size": BATCH_SIZE,
             "optimizer": f"Adam({LEARNING_RATE}), new for each method",
-            "seeds": {"local": list(seeds(quick)), "tfmot": list(seeds(quick))},
+            "seeds": {"local": list(training_seeds), "tfmot": list(training_seeds)},
             "schedules": {str(s): args for s, args in schedules.items()},
             "sparsities": list(SPARSITIES),
             "note": "2:4 prunes 2 of every 4 input-channel weights in the layers "

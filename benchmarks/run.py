@@ -38,6 +38,13 @@ def _parse(argv):
         default=",".join(SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="training seeds of local and TFMOT in the accuracy section "
+        "(default: 1 with --quick, else 3)",
+    )
     parser.add_argument("--out", default=RESULTS, help="folder for the results")
     parser.add_argument(
         "--name", default=None, help="file stem; defaults to 'quick' or 'latest'"
@@ -47,6 +54,8 @@ def _parse(argv):
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {SECTIONS}")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be at least 1; received {args.seeds}")
     if {"size", "latency"} & set(args.sections) and "accuracy" not in args.sections:
         parser.error("size and latency measure the accuracy section's models")
     args.name = args.name or ("quick" if args.quick else "latest")
@@ -136,7 +145,8 @@ def main(argv=None):
         models = files = None
         if "accuracy" in args.sections:
             models = section(
-                "accuracy", lambda: accuracy.run(args.quick, data, folder, tfmot)
+                "accuracy",
+                lambda: accuracy.run(args.quick, data, folder, tfmot, args.seeds),
             )
         calibration = (data["x_train"][:200, ..., None] / 255.0).astype("float32")
         if "size" in args.sections or "latency" in args.sections:

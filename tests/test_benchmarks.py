@@ -29,6 +29,7 @@ common = _load("_common")
 # report.py imports `_common` by name, as the benchmark scripts do.
 sys.modules.setdefault("_common", common)
 report = _load("report")
+accuracy = _load("accuracy")
 
 
 def test_entropy_is_one_bit_at_half_and_zero_at_the_ends():
@@ -103,6 +104,12 @@ def test_median_ratio_pairs_measurements_of_the_same_round():
     assert common.median([3.0, 1.0, 2.0, 10.0]) == 2.5
     with pytest.raises(ValueError, match="equal length"):
         common.median_ratio([1.0], [1.0, 2.0])
+
+
+def test_accuracy_seeds_default_to_one_quick_and_three_full():
+    assert accuracy.seeds(quick=True) == (0,)
+    assert accuracy.seeds(quick=False) == (0, 1, 2)
+    assert accuracy.seeds(quick=True, count=5) == (0, 1, 2, 3, 4)
 
 
 def test_over_seeds_reports_the_mean_and_sample_deviation():
