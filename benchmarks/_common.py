@@ -95,6 +95,79 @@ def noop_batch_callback(keras_module):
     return NoopBatchCallback()
 
 
+def variable_bytes(variables):
+    """Bytes of Keras 3 or tf_keras variables."""
+    return sum(
+        int(np.prod(v.shape))
+        * np.dtype(getattr(v.dtype, "as_numpy_dtype", v.dtype)).itemsize
+        for v in variables
+    )
+
+
+def overhead_schedule_args(task):
+    """PolynomialDecay 0 -> 80% over the whole measurement, one mask update
+    in every timed epoch (`task["steps"]` steps)."""
+    steps = task["steps"]
+    return {
+        "initial_sparsity": 0.0,
+        "final_sparsity": 0.8,
+        "begin_step": 0,
+        "end_step": steps * (task["repeats"] + 2),
+        "frequency": steps,
+    }
+
+
+def measure_overhead(task, keras_module, dense, pruned, callbacks, masks, x, y):
+    """The overhead row of one task: `dense`, `dense` with a no-op per-batch
+    callback and `pruned` (trained with `callbacks`) each train epochs of
+    `task["steps"]` steps, interleaved `task["repeats"]` times; ratios are
+    medians of per-round ratios. Memory: `masks` and the whole pruning
+    state over the weights. `keras_module` is `keras` or `tf_keras`."""
+    steps = task["steps"]
+
+    def fit(model, model_callbacks):
+        return lambda: model.fit(
+            x,
+            y,
+            batch_size=task["batch_size"],
+            epochs=1,
+            verbose=0,
+            callbacks=model_callbacks,
+        )
+
+    times = interleaved(
+        {
+            "dense": fit(dense, None),
+            "dense_noop": fit(dense, [noop_batch_callback(keras_module)]),
+            "pruned": fit(pruned, callbacks),
+        },
+        task["repeats"],
+    )
+    weight_bytes = variable_bytes(dense.weights)
+    mask_bytes = variable_bytes(masks)
+    state_bytes = variable_bytes(pruned.weights) - weight_bytes
+    return {
+        "model": task["model"],
+        "parameters": int(dense.count_params()),
+        "steps": steps,
+        "repeats": task["repeats"],
+        "dense_step_ms": 1000 * median(times["dense"]) / steps,
+        "pruned_step_ms": 1000 * median(times["pruned"]) / steps,
+        "ratio": median_ratio(times["pruned"], times["dense"]),
+        "ratio_of_medians": median(times["pruned"]) / median(times["dense"]),
+        "noop_callback_ratio": median_ratio(times["dense_noop"], times["dense"]),
+        "ratio_to_noop_callback": median_ratio(times["pruned"], times["dense_noop"]),
+        "dense_seconds": times["dense"],
+        "pruned_seconds": times["pruned"],
+        "dense_noop_seconds": times["dense_noop"],
+        "mask_bytes": mask_bytes,
+        "state_bytes": state_bytes,
+        "weight_bytes": weight_bytes,
+        "mask_over_weight_bytes": mask_bytes / weight_bytes,
+        "state_over_weight_bytes": state_bytes / weight_bytes,
+    }
+
+
 def overhead_inputs(task, data):
     """`(x, y)` for one overhead task: `steps * batch_size` samples of
     Fashion-MNIST, or random 96x96x3 images for MobileNetV2."""

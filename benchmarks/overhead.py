@@ -14,13 +14,8 @@ thresholds, TFMOT's step counters) over the weights.
 
 import _common
 import keras
-import numpy as np
 
 import keras_pruning as kp
-
-
-def _bytes(variables):
-    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
 
 def tasks(quick):
@@ -43,65 +38,19 @@ def tasks(quick):
 
 def measure(task, data):
     """Ours: dense and pruned step times, interleaved; pruning state memory."""
-    steps, batch = task["steps"], task["batch_size"]
     x, y = _common.overhead_inputs(task, data)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     keras.utils.clear_session()
     keras.utils.set_random_seed(0)
     dense = _common.build_model(keras, task["model"])
     dense.compile(keras.optimizers.Adam(1e-3), loss)
-    schedule = kp.PolynomialDecay(
-        0.0,
-        0.8,
-        begin_step=0,
-        end_step=steps * (task["repeats"] + 2),
-        frequency=steps,  # one mask update in every timed epoch
-    )
+    schedule = kp.PolynomialDecay(**_common.overhead_schedule_args(task))
     pruned = kp.prune_low_magnitude(_common.build_model(keras, task["model"]), schedule)
     pruned.compile(keras.optimizers.Adam(1e-3), loss)
-    update = [kp.UpdatePruningStep()]
-
-    def fit(model, callbacks):
-        return lambda: model.fit(
-            x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks
-        )
-
-    times = _common.interleaved(
-        {
-            "dense": fit(dense, None),
-            "dense_noop": fit(dense, [_common.noop_batch_callback(keras)]),
-            "pruned": fit(pruned, update),
-        },
-        task["repeats"],
+    masks = [m for w in kp.pruning_wrappers(pruned) for m in w.masks]
+    return _common.measure_overhead(
+        task, keras, dense, pruned, [kp.UpdatePruningStep()], masks, x, y
     )
-    weight_bytes = _bytes(dense.weights)
-    mask_bytes = _bytes([m for w in kp.pruning_wrappers(pruned) for m in w.masks])
-    state_bytes = _bytes(pruned.weights) - weight_bytes
-    return {
-        "model": task["model"],
-        "parameters": int(dense.count_params()),
-        "steps": steps,
-        "repeats": task["repeats"],
-        "dense_step_ms": 1000 * _common.median(times["dense"]) / steps,
-        "pruned_step_ms": 1000 * _common.median(times["pruned"]) / steps,
-        "ratio": _common.median_ratio(times["pruned"], times["dense"]),
-        "ratio_of_medians": _common.median(times["pruned"])
-        / _common.median(times["dense"]),
-        "noop_callback_ratio": _common.median_ratio(
-            times["dense_noop"], times["dense"]
-        ),
-        "ratio_to_noop_callback": _common.median_ratio(
-            times["pruned"], times["dense_noop"]
-        ),
-        "dense_seconds": times["dense"],
-        "pruned_seconds": times["pruned"],
-        "dense_noop_seconds": times["dense_noop"],
-        "mask_bytes": mask_bytes,
-        "state_bytes": state_bytes,
-        "weight_bytes": weight_bytes,
-        "mask_over_weight_bytes": mask_bytes / weight_bytes,
-        "state_over_weight_bytes": state_bytes / weight_bytes,
-    }
 
 
 def run(quick, data, data_path, folder, tfmot):

@@ -44,76 +44,26 @@ def _loss():
     return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _bytes(variables):
-    return sum(int(np.prod(v.shape)) * v.dtype.size for v in variables)
-
-
 def overhead(task, data):
     """Dense and TFMOT-pruned step times, interleaved; pruning state memory."""
-    steps, batch = task["steps"], task["batch_size"]
     x, y = _common.overhead_inputs(task, data)
     tf_keras.utils.set_random_seed(0)
     dense = _common.build_model(tf_keras, task["model"])
     dense.compile(tf_keras.optimizers.Adam(1e-3), _loss())
-    schedule = sparsity.PolynomialDecay(
-        0.0,
-        0.8,
-        begin_step=0,
-        end_step=steps * (task["repeats"] + 2),
-        frequency=steps,  # one mask update in every timed epoch
-    )
+    schedule = sparsity.PolynomialDecay(**_common.overhead_schedule_args(task))
     pruned = sparsity.prune_low_magnitude(
         _common.build_model(tf_keras, task["model"]), schedule
     )
     pruned.compile(tf_keras.optimizers.Adam(1e-3), _loss())
-    update = [sparsity.UpdatePruningStep()]
-
-    def fit(model, callbacks):
-        return lambda: model.fit(
-            x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks
-        )
-
-    times = _common.interleaved(
-        {
-            "dense": fit(dense, None),
-            "dense_noop": fit(dense, [_common.noop_batch_callback(tf_keras)]),
-            "pruned": fit(pruned, update),
-        },
-        task["repeats"],
-    )
-    weight_bytes = _bytes(dense.weights)
     masks = [
         mask
         for layer in pruned.layers
         if isinstance(layer, pruning_wrapper.PruneLowMagnitude)
         for _, mask, _ in layer.pruning_vars
     ]
-    return {
-        "model": task["model"],
-        "parameters": int(dense.count_params()),
-        "steps": steps,
-        "repeats": task["repeats"],
-        "dense_step_ms": 1000 * _common.median(times["dense"]) / steps,
-        "pruned_step_ms": 1000 * _common.median(times["pruned"]) / steps,
-        "ratio": _common.median_ratio(times["pruned"], times["dense"]),
-        "ratio_of_medians": _common.median(times["pruned"])
-        / _common.median(times["dense"]),
-        "noop_callback_ratio": _common.median_ratio(
-            times["dense_noop"], times["dense"]
-        ),
-        "ratio_to_noop_callback": _common.median_ratio(
-            times["pruned"], times["dense_noop"]
-        ),
-        "dense_seconds": times["dense"],
-        "pruned_seconds": times["pruned"],
-        "dense_noop_seconds": times["dense_noop"],
-        "mask_bytes": _bytes(masks),
-        "state_bytes": _bytes(pruned.weights) - weight_bytes,
-        "weight_bytes": weight_bytes,
-        "mask_over_weight_bytes": _bytes(masks) / weight_bytes,
-        "state_over_weight_bytes": (_bytes(pruned.weights) - weight_bytes)
-        / weight_bytes,
-    }
+    return _common.measure_overhead(
+        task, tf_keras, dense, pruned, [sparsity.UpdatePruningStep()], masks, x, y
+    )
 
 
 def _kernel_sparsity(model):
