@@ -24,8 +24,7 @@ __all__ = (
 )
 
 MASK_DTYPE = "bool"
-_SELECT_DIRECTLY = 1 << 16  # up to this size, one top_k is cheap enough
-_SAMPLE_SIZE = 1 << 14
+_RADIX_BITS = (11, 11, 10)  # digits of the 32-bit sort key, most significant first
 
 
 def num_kept(size, sparsity):
@@ -77,81 +76,82 @@ def _check_pooling(pooling):
         )
 
 
-def _count(condition):
-    return int(ops.sum(ops.cast(condition, "int32")))
+def _kth_largest(values, k):
+    """The exact `k`-th largest entry of a flat float32 tensor (1 <= k <= n).
+
+    On PyTorch, one `top_k` (a partial selection there). On TensorFlow and
+    JAX, whose `top_k` sorts (34 ms for 235k float32 on a CPU, eager), a radix
+    select with static shapes, compiled by the caller (`_compiled`)."""
+    if keras.backend.backend() == "torch":
+        return ops.min(ops.top_k(values, k, sorted=False)[0])
+    return _radix_kth_largest(values, k)
 
 
-def kth_largest(values, k):
-    """The exact `k`-th largest entry of a flat float tensor (1 <= k <= n).
+def _radix_kth_largest(values, k):
+    """The `k`-th largest of a flat float32 tensor by radix select.
 
-    One `top_k` over `n` entries costs O(n log k) and dominates a mask update
-    on large weights (34 ms for 235k float32 on a CPU). Above
-    `_SELECT_DIRECTLY` entries, a strided sample brackets the answer in
-    `[low, high]`; counts over the full tensor confirm the bracket, and `top_k`
-    runs on the few entries inside it. If the bracket misses, it falls back to
-    one full `top_k`, so the result is always exact. On JAX: by bisection
-    (`_bisect_kth_largest`), compiled.
+    Each float maps to a 32-bit key in the same order: its bits with the sign
+    bit flipped, or all bits flipped for a negative number. The key
+    is read in digits of `_RADIX_BITS` bits, most significant first; for each
+    digit, a histogram of the entries that match the digits chosen so far
+    finds the digit of the `k`-th largest. Three passes over the values, no
+    sort, no data-dependent shape.
     """
-    size = int(values.shape[0])
-    if keras.backend.backend() == "jax":
-        # JAX compiles every eager op for each new shape or static argument:
-        # the bracket's data-dependent sizes and `top_k`'s varying `k` would
-        # compile anew at every update, and a sort of 235k entries takes
-        # 78 ms. The bisection compiles once per shape (k is traced).
-        return _jax_compiled(_bisect_kth_largest)(values, ops.convert_to_tensor(k))
-    if size > _SELECT_DIRECTLY:
-        stride = size // _SAMPLE_SIZE
-        sample = values[::stride]
-        sample_size = int(sample.shape[0])
-        rank = k * sample_size / size
-        margin = 4.0 * math.sqrt(rank) + 8.0
-        deepest = min(sample_size, int(rank + margin) + 1)
-        ranked = ops.top_k(sample, deepest, sorted=True)[0]
-        high = ranked[max(int(rank - margin), 0)]
-        low = ranked[deepest - 1]
-        above = _count(values > high)
-        inside = ops.logical_and(values >= low, values <= high)
-        if above < k <= above + _count(inside):
-            candidates = ops.take(values, ops.nonzero(inside)[0])
-            return ops.top_k(candidates, k - above, sorted=True)[0][k - above - 1]
-    return ops.top_k(values, k, sorted=True)[0][k - 1]
+    # A static last dimension: Keras's TensorFlow `view` fails on a dynamic one.
+    column = ops.reshape(ops.cast(values, "float32"), (-1, 1))
+    bits = ops.reshape(ops.view(column, "int32"), (-1,))
+    # The unsigned key's bits: ~bits for negative floats, else the sign bit set.
+    key = ops.where(
+        bits < 0, ops.bitwise_invert(bits), ops.bitwise_xor(bits, -(1 << 31))
+    )
+    matching = ops.ones_like(values, MASK_DTYPE)
+    rest = k  # rank of the k-th largest among the entries still matching
+    shift = 32
+    for width in _RADIX_BITS:
+        shift -= width
+        digit = ops.bitwise_and(ops.bitwise_right_shift(key, shift), (1 << width) - 1)
+        # Entries that no longer match count in an extra bucket, then dropped.
+        counts = _histogram(ops.where(matching, digit, 1 << width), (1 << width) + 1)
+        counts = counts[: 1 << width]
+        at_or_above = ops.flip(ops.cumsum(ops.flip(counts, 0)), 0)
+        chosen = ops.sum(ops.cast(at_or_above >= rest, "int32")) - 1
+        rest = rest - (ops.take(at_or_above, chosen) - ops.take(counts, chosen))
+        matching = ops.logical_and(matching, ops.equal(digit, chosen))
+    # All matching entries share the k-th largest's key, so its value.
+    return ops.max(ops.where(matching, values, -np.inf))
 
 
-def _bisect_kth_largest(values, k):
-    """The `k`-th largest of a flat tensor of finite values, by bisection on
-    the value, with static shapes only.
-
-    `count(values >= lo) >= k > count(values >= hi)` holds from `lo = min`,
-    `hi > max` until no float lies strictly between `lo` and `hi` (about 30
-    to 60 steps of one comparison and one sum each); then the `k`-th largest
-    lies in `[lo, hi)`, so it is `lo`: the smallest value `>= lo`.
-    """
-    values = ops.cast(values, "float32")
-    top = ops.max(values)
-    hi = top + ops.maximum(ops.abs(top) * 2.0**-20, 1e-30)
-
-    def count(threshold):
-        return ops.sum(ops.cast(values >= threshold, "int32"))
-
-    def unsettled(lo, hi):
-        middle = lo + (hi - lo) / 2.0
-        return ops.logical_and(middle > lo, middle < hi)
-
-    def halve(lo, hi):
-        middle = lo + (hi - lo) / 2.0
-        enough = count(middle) >= k
-        return ops.where(enough, middle, lo), ops.where(enough, hi, middle)
-
-    lo, _ = ops.while_loop(unsettled, halve, (ops.min(values), hi))
-    return ops.min(ops.where(values >= lo, values, ops.full_like(values, np.inf)))
+def _histogram(ids, size):
+    """How many of the int32 `ids` (all in `[0, size)`) equal each id."""
+    if keras.backend.backend() == "jax":  # its bincount needs a concrete length
+        return ops.segment_sum(ops.ones_like(ids), ids, num_segments=size)
+    return ops.bincount(ids, minlength=size)
 
 
 @functools.cache
-def _jax_compiled(function):
-    """`function` compiled by `jax.jit` (once per input shape and dtype)."""
-    import jax
+def _compiled(function):
+    """`function` compiled: `jax.jit` on JAX (once per input shape and dtype),
+    `tf.function` on TensorFlow, traced once for all shapes of the same rank
+    (`reduce_retracing=True`: pass flat tensors); unchanged on PyTorch. The
+    function must not create tensors of data-dependent shape."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
-    return jax.jit(function)
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    return function
+
+
+def _count_argument(k):
+    """`k` as the compiled functions take it: a tensor where they are compiled
+    (no new trace for each `k`), a Python int for PyTorch's `top_k`."""
+    if keras.backend.backend() == "torch":
+        return int(k)
+    return ops.convert_to_tensor(k, "int32")
 
 
 def magnitude_mask(weights, sparsity):
@@ -171,33 +171,57 @@ def magnitude_mask(weights, sparsity):
     """
     _check_weights(weights)
     sparsity = _check_sparsity("sparsity", sparsity)
-    return _mask_of_scores(ops.abs(ops.cast(weights, "float32")), sparsity)
-
-
-def _mask_of_scores(scores, sparsity):
-    """`magnitude_mask` of float32 scores that are already non-negative."""
+    scores = ops.abs(ops.cast(weights, "float32"))
     flat = ops.reshape(scores, (-1,))
     flat_mask, threshold = _keep_largest(flat, num_kept(int(flat.shape[0]), sparsity))
     return ops.reshape(flat_mask, ops.shape(scores)), threshold
 
 
 def _keep_largest(values, k):
-    """`(mask, t)`: keeps exactly the `k` largest of a flat tensor (ties in
-    index order), `t` the smallest kept value. Keeps all when `k >= n`."""
+    """`(mask, t)`: keeps exactly the `k` largest of a flat float32 tensor
+    (ties in index order), `t` the smallest kept value. Keeps all when
+    `k >= n`."""
     size = int(values.shape[0])
     if k >= size:
         return ops.ones((size,), MASK_DTYPE), ops.min(values)
-    threshold = kth_largest(values, k)
+    return _compiled(_select_largest)(values, _count_argument(k))
+
+
+def _select_largest(values, k):
+    """`_keep_largest` for `1 <= k <= n`, with static shapes:
+    `mask = v > t`, plus the first `k - count(v > t)` entries equal to `t`."""
+    threshold = _kth_largest(values, k)
     mask = values >= threshold
-    if _count(mask) > k:
-        # Ties at the threshold: keep the first ones in flat-index order. The
-        # int32 rank costs 4 bytes per entry, so it is built only here.
+
+    def keep_first_ties():
+        # Only with ties at the threshold: the int32 rank costs 4 bytes per entry.
         greater = values > threshold
         ties = ops.equal(values, threshold)
+        room = k - ops.sum(ops.cast(greater, "int32"))
         tie_rank = ops.cumsum(ops.cast(ties, "int32"))
-        kept_ties = ops.logical_and(ties, tie_rank <= k - _count(greater))
-        mask = ops.logical_or(greater, kept_ties)
-    return mask, threshold
+        return ops.logical_or(greater, ops.logical_and(ties, tie_rank <= room))
+
+    too_many = ops.sum(ops.cast(mask, "int32")) > k
+    return ops.cond(too_many, keep_first_ties, lambda: mask), threshold
+
+
+def _update_unstructured(weights, mask, k, scores=None):
+    """One weight's unstructured mask update, on flat tensors with static
+    shapes (compiled).
+
+    Scores are `|w * mask|`, or the given `scores` where the mask is True
+    (0 elsewhere). Returns `(finite, new_mask, t, new_weights)`: whether all
+    scores are finite, the mask of the `k` best scores, the smallest kept
+    score, and the weights with every newly pruned entry set to 0.
+    """
+    if scores is None:
+        scores = ops.abs(ops.cast(apply_mask(weights, mask), "float32"))
+    else:
+        scores = apply_mask(scores, mask)
+    finite = ops.all(ops.isfinite(scores))
+    new_mask, threshold = _select_largest(scores, k)
+    kept = ops.logical_and(mask, new_mask)
+    return finite, new_mask, threshold, apply_mask(weights, kept)
 
 
 def _check_rank(weights, what):

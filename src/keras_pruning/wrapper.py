@@ -532,14 +532,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(
                 f"`sparsity` must be a float in [0, 1). Received: sparsity={sparsity!r}"
             )
+        if self.sparsity_m_by_n is None and self.block_size == (1, 1):
+            self._update_unstructured(sparsity)
+            return
         new_masks, thresholds = [], []
         for scores in self._scores():
             if self.sparsity_m_by_n is not None:
                 mask, threshold = masks_lib.m_by_n_mask(
                     scores, *self.sparsity_m_by_n, axis=self._channel_axis
                 )
-            elif self.block_size == (1, 1):
-                mask, threshold = masks_lib._mask_of_scores(scores, sparsity)
             else:
                 mask, threshold = masks_lib.block_magnitude_mask(
                     scores, sparsity, self.block_size, self.block_pooling_type
@@ -548,36 +549,56 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             thresholds.append(threshold)
         self._set_masks(new_masks, thresholds)
 
+    def _update_unstructured(self, sparsity):
+        """`update_masks` without blocks or groups: one compiled
+        `masks._update_unstructured` per weight (magnitude scores are computed
+        inside it)."""
+        update = masks_lib._compiled(masks_lib._update_unstructured)
+        gradients = self._gradients or [None] * len(self._masks)
+        results = []
+        for weight, mask, gradient in zip(
+            self._prunable_weights, self._masks, gradients, strict=True
+        ):
+            scores = None
+            if self.criterion != "magnitude":
+                scores = self._criterion_scores(weight, mask, gradient)
+                scores = ops.reshape(scores, (-1,))
+            k = masks_lib.num_kept(int(np.prod(weight.shape)), sparsity)
+            flat_weight, flat_mask = (ops.reshape(x, (-1,)) for x in (weight, mask))
+            count = masks_lib._count_argument(k)
+            results.append(update(flat_weight, flat_mask, count, scores))
+        self._raise_if_not_finite([finite for finite, *_ in results])
+        new_masks, new_weights, thresholds = [], [], []
+        for weight, (_, new_mask, threshold, new_weight) in zip(
+            self._prunable_weights, results, strict=True
+        ):
+            new_masks.append(ops.reshape(new_mask, weight.shape))
+            new_weights.append(ops.reshape(new_weight, weight.shape))
+            thresholds.append(threshold)
+        self._write(new_weights, new_masks, thresholds)
+
+    def _criterion_scores(self, weight, mask, gradient):
+        """The criterion's float32 scores of the effective weights."""
+        return criteria_lib._scores(
+            self.criterion,
+            masks_lib.apply_mask(weight, mask),
+            None if gradient is None else gradient.value,
+        )
+
     def _scores(self):
         """The criterion's float32 score of every prunable weight, 0 where
         masked; ValueError on NaN or infinity, before any mask changes.
 
         Weights at masked positions are never read, so only the effective
-        weights are checked: one device sync per layer."""
+        weights are checked."""
         gradients = self._gradients or [None] * len(self._masks)
-        found = []
-        for weight, mask, gradient in zip(
-            self._prunable_weights, self._masks, gradients, strict=True
-        ):
-            effective = masks_lib.apply_mask(weight, mask)
-            found.append(
-                criteria_lib._scores(
-                    self.criterion,
-                    effective,
-                    None if gradient is None else gradient.value,
-                )
+        found = [
+            self._criterion_scores(weight, mask, gradient)
+            for weight, mask, gradient in zip(
+                self._prunable_weights, self._masks, gradients, strict=True
             )
-        finite = [ops.all(ops.isfinite(scores)) for scores in found]
-        if not bool(ops.all(ops.stack(finite))):
-            self._check_finite()
-            weight = self._prunable_weights[[bool(f) for f in finite].index(False)]
-            raise ValueError(
-                f"The pruning scores of weight {weight.path!r} of layer "
-                f"{self.layer.name!r} hold NaN or infinite values at pruning "
-                f"step {self._pruning_step} (criterion={self.criterion!r}): "
-                "the gradients overflowed. Lower the learning rate or use "
-                "criterion='magnitude'."
-            )
+        ]
+        self._raise_if_not_finite([ops.all(ops.isfinite(s)) for s in found])
         if self.criterion == "magnitude":  # |w * mask| is 0 where masked
             return found
         return [
@@ -585,21 +606,42 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for scores, mask in zip(found, self._masks, strict=True)
         ]
 
+    def _raise_if_not_finite(self, finite):
+        """ValueError naming the first weight whose scores are not all finite
+        (`finite`: one boolean scalar per prunable weight)."""
+        if all(bool(f) for f in finite):
+            return
+        self._check_finite()
+        weight = self._prunable_weights[[bool(f) for f in finite].index(False)]
+        raise ValueError(
+            f"The pruning scores of weight {weight.path!r} of layer "
+            f"{self.layer.name!r} hold NaN or infinite values at pruning "
+            f"step {self._pruning_step} (criterion={self.criterion!r}): "
+            "the gradients overflowed. Lower the learning rate or use "
+            "criterion='magnitude'."
+        )
+
     def _set_masks(self, new_masks, thresholds):
         """Writes masks and thresholds, zeroes the newly pruned weights and
         restarts the gradient accumulators."""
-        for weight, mask, threshold, new_mask, new_threshold in zip(
-            self._prunable_weights,
-            self._masks,
-            self._thresholds,
-            new_masks,
-            thresholds,
-            strict=True,
+        new_weights = [
+            masks_lib.apply_mask(weight, ops.logical_and(mask.value, new_mask))
+            for weight, mask, new_mask in zip(
+                self._prunable_weights, self._masks, new_masks, strict=True
+            )
+        ]
+        self._write(new_weights, new_masks, thresholds)
+
+    def _write(self, new_weights, new_masks, thresholds):
+        """Assigns weights (newly pruned entries at 0), masks and thresholds,
+        and restarts the gradient accumulators."""
+        for variables, values in (
+            (self._prunable_weights, new_weights),
+            (self._masks, new_masks),
+            (self._thresholds, thresholds),
         ):
-            kept = ops.logical_and(mask.value, new_mask)
-            weight.assign(masks_lib.apply_mask(weight, kept))
-            mask.assign(new_mask)
-            threshold.assign(new_threshold)
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value)
         for accumulated in self._gradients:
             accumulated.assign(ops.zeros(accumulated.shape, accumulated.dtype))
 
