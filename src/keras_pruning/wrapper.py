@@ -646,10 +646,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             accumulated.assign(ops.zeros(accumulated.shape, accumulated.dtype))
 
     def _check_finite(self):
-        """ValueError if a prunable weight holds NaN or infinity, before any
-        mask changes: a magnitude mask of such weights would be meaningless."""
-        for weight in self._prunable_weights:
-            if not bool(ops.all(ops.isfinite(weight))):
+        """ValueError if a prunable weight holds NaN or infinity where its mask
+        keeps it, before any mask changes: a magnitude mask of such weights
+        would be meaningless. Masked positions are never read."""
+        for weight, mask in zip(self._prunable_weights, self._masks, strict=True):
+            if not bool(ops.all(ops.isfinite(masks_lib.apply_mask(weight, mask)))):
                 raise ValueError(
                     f"Weight {weight.path!r} of layer {self.layer.name!r} holds NaN "
                     f"or infinite values at pruning step {self._pruning_step}; "
