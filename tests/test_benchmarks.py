@@ -179,6 +179,18 @@ def test_backend_targets_check_every_backend_and_model():
     ]
 
 
+def test_backend_table_shows_each_backends_ratios_and_mask_update_time():
+    row = {
+        "dense_step_ms": 2.5,
+        "ratio": 1.04,
+        "noop_callback_ratio": 1.01,
+        "ratio_to_noop_callback": 1.03,
+        "mask_update_ms": 4.96,
+    }
+    lines = report._backends_md({"backends": {"jax": {"mlp": row}}})
+    assert "| jax | mlp | 2.50 | 1.040x | 1.010x | 1.030x | 5.0 |" in lines
+
+
 def test_loglog_slope_is_the_exponent_of_a_power_law():
     xs = [1e3, 1e4, 1e5, 1e6]
     assert common.loglog_slope(xs, [2 * x for x in xs]) == pytest.approx(1.0)
