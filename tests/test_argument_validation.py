@@ -122,6 +122,8 @@ bad_layers = st.one_of(
     st.lists(st.integers(), min_size=1, max_size=2),
     st.text(min_size=1, max_size=6).map(lambda s: "no such layer " + s),
 )
+
+
 def _good_bounds(v):
     return (
         isinstance(v, (tuple, list))

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_pruning._global_masks import GlobalMasks
+from keras_pruning._optimizer_slots import clear_pruned_moments
 from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.prune import pruning_wrappers
 
@@ -143,6 +144,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if should_prune:
             sync_trainer_state(self.model)
             unit.update_masks(sparsity)
+            wrappers = unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
+            clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
             self._updated = True
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -163,6 +166,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self._channel_masks is not None:
             # Channel groups span layers: one update for the whole model.
             updated = self._channel_masks.update(self._step)
+            if updated:
+                wrappers = self._channel_masks.wrapper_of.values()
+                clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
             self._updated = self._updated or updated
 
     # No on_train_batch_end: overriding it makes Keras turn off asynchronous

@@ -1,0 +1,100 @@
+"""Optimizer moments of pruned weights: 0 where masks prune, and never
+subnormal, after every mask update in `fit`."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_pruning as kp
+from keras_pruning._optimizer_slots import clear_pruned_moments
+from tests.conftest import dense_model
+
+pytestmark = pytest.mark.backends
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 8)).astype("float32"), rng.integers(0, 3, n)
+
+
+def _slot(optimizer, weight, suffix):
+    name = f"{weight.path.replace('/', '_')}_{suffix}"
+    (slot,) = [v for v in optimizer.variables if v.name == name]
+    return ops.convert_to_numpy(slot)
+
+
+@pytest.mark.parametrize(
+    "optimizer, suffixes",
+    [
+        (lambda: keras.optimizers.Adam(0.01), ("momentum", "velocity")),
+        (lambda: keras.optimizers.SGD(0.01, momentum=0.9), ("momentum",)),
+        (
+            lambda: keras.optimizers.RMSprop(0.01, momentum=0.9),
+            ("velocity", "momentum"),
+        ),
+    ],
+)
+def test_fit_leaves_no_moment_and_no_weight_at_pruned_positions(optimizer, suffixes):
+    x, y = _data()
+    # Sparsity rises over four updates: weights are pruned after their
+    # moments have built up.
+    schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
+    model = kp.prune_low_magnitude(dense_model(), schedule)
+    model.compile(optimizer(), LOSS)
+    model.fit(
+        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()]
+    )
+    # The steps after the last update (step 8) keep zero moments at 0.
+    for wrapper in kp.pruning_wrappers(model):
+        for weight, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):
+            pruned = ~ops.convert_to_numpy(mask)
+            assert pruned.mean() >= 0.7
+            for suffix in suffixes:
+                moments = _slot(model.optimizer, weight, suffix)
+                assert np.all(moments[pruned] == 0)
+                assert np.any(moments[~pruned] != 0)
+
+
+def test_subnormal_moments_are_flushed_and_others_kept():
+    model = kp.prune_low_magnitude(
+        dense_model(), kp.ConstantSparsity(0.5, 0, frequency=1)
+    )
+    model.compile(keras.optimizers.Adam(0.01), LOSS)
+    x, y = _data()
+    model.fit(
+        x, y, batch_size=64, epochs=1, verbose=0, callbacks=[kp.UpdatePruningStep()]
+    )
+    wrapper = kp.pruning_wrappers(model)[0]
+    (weight,), (mask,) = wrapper.prunable_weights, wrapper.masks
+    name = f"{weight.path.replace('/', '_')}_momentum"
+    (slot,) = [v for v in model.optimizer.variables if v.name == name]
+    kept = ops.convert_to_numpy(mask)
+    values = np.where(kept, 0.25, 7.0).astype("float32")
+    first = tuple(np.argwhere(kept)[0])
+    values[first] = 1e-40  # subnormal in float32
+    slot.assign(values)
+    clear_pruned_moments(model.optimizer, [wrapper])
+    cleaned = ops.convert_to_numpy(slot)
+    expected = np.where(kept, 0.25, 0.0)
+    expected[first] = 0.0
+    np.testing.assert_array_equal(cleaned, expected)
+
+
+def test_optimizers_with_other_state_are_left_alone():
+    model = kp.prune_low_magnitude(
+        dense_model(), kp.ConstantSparsity(0.5, 0, frequency=1)
+    )
+    # Adagrad's accumulators start at 0.1: 0 would change its updates.
+    model.compile(keras.optimizers.Adagrad(0.01), LOSS)
+    x, y = _data()
+    model.fit(
+        x, y, batch_size=64, epochs=1, verbose=0, callbacks=[kp.UpdatePruningStep()]
+    )
+    before = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    clear_pruned_moments(model.optimizer, kp.pruning_wrappers(model))
+    after = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
