@@ -149,9 +149,8 @@ def test_non_finite_value_at_a_masked_position_is_never_read():
     assert np.all(np.isfinite(wrapper.masked_weights()[0]))
 
 
-def test_non_finite_weight_fails_a_channel_mask_update():
-    x = np.random.default_rng(0).random((8, 6, 6, 3)).astype("float32")
-    model = keras.Sequential(
+def _two_convolutions():
+    return keras.Sequential(
         [
             keras.Input((6, 6, 3)),
             keras.layers.Conv2D(8, 3),
@@ -160,6 +159,11 @@ def test_non_finite_weight_fails_a_channel_mask_update():
             keras.layers.GlobalAveragePooling2D(),
         ]
     )
+
+
+def test_non_finite_weight_fails_a_channel_mask_update():
+    x = np.random.default_rng(0).random((8, 6, 6, 3)).astype("float32")
+    model = _two_convolutions()
     pruned = kp.prune_low_magnitude(
         model, kp.ConstantSparsity(0.5, 0, frequency=1), granularity="channel"
     )
@@ -174,15 +178,7 @@ def test_non_finite_weight_fails_a_channel_mask_update():
 
 def test_non_finite_value_at_a_masked_channel_is_never_read():
     x = np.random.default_rng(0).random((8, 6, 6, 3)).astype("float32")
-    model = keras.Sequential(
-        [
-            keras.Input((6, 6, 3)),
-            keras.layers.Conv2D(8, 3),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(4, 3),
-            keras.layers.GlobalAveragePooling2D(),
-        ]
-    )
+    model = _two_convolutions()
     schedule = kp.PolynomialDecay(0.25, 0.5, begin_step=0, end_step=2, frequency=1)
     pruned = kp.prune_low_magnitude(model, schedule, granularity="channel")
     pruned.compile("sgd", "mse")

@@ -58,15 +58,21 @@ def test_fit_leaves_no_moment_and_no_weight_at_pruned_positions(optimizer, suffi
                 assert np.any(moments[~pruned] != 0)
 
 
-def test_subnormal_moments_are_flushed_and_others_kept():
+def _pruned_by_one_step(optimizer):
+    """A model trained one step with `optimizer`, masks at 50% from it."""
     model = kp.prune_low_magnitude(
         dense_model(), kp.ConstantSparsity(0.5, 0, frequency=1)
     )
-    model.compile(keras.optimizers.Adam(0.01), LOSS)
+    model.compile(optimizer, LOSS)
     x, y = _data()
     model.fit(
         x, y, batch_size=64, epochs=1, verbose=0, callbacks=[kp.UpdatePruningStep()]
     )
+    return model
+
+
+def test_subnormal_moments_are_flushed_and_others_kept():
+    model = _pruned_by_one_step(keras.optimizers.Adam(0.01))
     wrapper = kp.pruning_wrappers(model)[0]
     (weight,), (mask,) = wrapper.prunable_weights, wrapper.masks
     name = f"{weight.path.replace('/', '_')}_momentum"
@@ -84,15 +90,8 @@ def test_subnormal_moments_are_flushed_and_others_kept():
 
 
 def test_optimizers_with_other_state_are_left_alone():
-    model = kp.prune_low_magnitude(
-        dense_model(), kp.ConstantSparsity(0.5, 0, frequency=1)
-    )
     # Adagrad's accumulators start at 0.1: 0 would change its updates.
-    model.compile(keras.optimizers.Adagrad(0.01), LOSS)
-    x, y = _data()
-    model.fit(
-        x, y, batch_size=64, epochs=1, verbose=0, callbacks=[kp.UpdatePruningStep()]
-    )
+    model = _pruned_by_one_step(keras.optimizers.Adagrad(0.01))
     before = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
     clear_pruned_moments(model.optimizer, kp.pruning_wrappers(model))
     after = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
