@@ -35,6 +35,11 @@ def _slot(optimizer, weight, suffix):
             lambda: keras.optimizers.RMSprop(0.01, momentum=0.9),
             ("velocity", "momentum"),
         ),
+        (
+            lambda: keras.optimizers.RMSprop(0.01, momentum=0.9, centered=True),
+            ("velocity", "momentum", "average_gradient"),
+        ),
+        (lambda: keras.optimizers.Adamax(0.01), ("momentum", "norm")),
     ],
 )
 def test_fit_leaves_no_moment_and_no_weight_at_pruned_positions(optimizer, suffixes):
@@ -52,6 +57,8 @@ def test_fit_leaves_no_moment_and_no_weight_at_pruned_positions(optimizer, suffi
         for weight, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):
             pruned = ~ops.convert_to_numpy(mask)
             assert pruned.mean() >= 0.7
+            # Zero moments move a pruned weight no more: it stays at 0.
+            assert np.all(ops.convert_to_numpy(weight)[pruned] == 0)
             for suffix in suffixes:
                 moments = _slot(model.optimizer, weight, suffix)
                 assert np.all(moments[pruned] == 0)

@@ -25,9 +25,10 @@ from keras_pruning import masks as masks_lib
 _MOMENT_SLOTS = {
     keras.optimizers.Adam: ("momentum", "velocity", "velocity_hat"),  # and AdamW
     keras.optimizers.Nadam: ("momentum", "velocity"),
-    keras.optimizers.Adamax: ("m", "u"),
+    keras.optimizers.Adamax: ("momentum", "norm"),
     keras.optimizers.Lion: ("momentum",),
-    keras.optimizers.RMSprop: ("velocity", "momentum"),
+    # Centered: `velocity - average_gradient**2` must stay >= 0, so both go.
+    keras.optimizers.RMSprop: ("velocity", "momentum", "average_gradient"),
     keras.optimizers.SGD: ("momentum",),
 }
 
