@@ -154,7 +154,7 @@ def main(argv=None):
                 "size", lambda: size.run(models, accuracy.SPARSITIES, calibration)
             )
         if "latency" in args.sections:
-            channel = size.files_of(models[latency.CHANNEL], calibration)
+            channel, _ = size.files_of(models[latency.CHANNEL], calibration)
             sample = (data["x_test"][0, ..., None] / 255.0).astype("float32")
             section(
                 "latency",

@@ -18,7 +18,8 @@ FILES = ("int8", "int8_gzip", "int8_sparse", "micro", "micro_compressed")
 
 
 def files_of(model, calibration):
-    """The int8 files of `model`, as a dict name -> bytes."""
+    """The int8 files of `model`, as a dict name -> bytes, and the report of
+    `compress_for_micro` on its micro file."""
     int8 = export.to_tflite(model, quantize="int8", representative_data=calibration)
     sparse = export.to_tflite(
         model, quantize="int8", representative_data=calibration, sparse=True
@@ -26,14 +27,14 @@ def files_of(model, calibration):
     micro = export.to_tflite(
         model, quantize="int8", representative_data=calibration, target="micro"
     )
-    compressed, _ = export.compress_for_micro(micro)
+    compressed, compression = export.compress_for_micro(micro)
     return {
         "int8": int8,
         "int8_gzip": gzip.compress(int8, compresslevel=9, mtime=0),
         "int8_sparse": sparse,
         "micro": micro,
         "micro_compressed": compressed,
-    }
+    }, compression
 
 
 def run(models, sparsities, calibration):
@@ -44,7 +45,7 @@ def run(models, sparsities, calibration):
         model = models["dense"] if s == 0.0 else models[("local", s)]
         report = kp.sparsity_report(model)
         floor = _common.floor_bytes([(r.size, r.nonzeros) for r in report])
-        files[s] = files_of(model, calibration)
+        files[s], compression = files_of(model, calibration)
         sizes = {name: len(data) for name, data in files[s].items()}
         nonzeros, total = (
             sum(r.nonzeros for r in report),
@@ -53,9 +54,8 @@ def run(models, sparsities, calibration):
         # The kernels DECODE encodes (mask, kept values, header) and the
         # ones left dense (1 byte per weight): the rest of the file is
         # biases, quantization parameters and the graph.
-        encoded = export.compress_for_micro(files[s]["micro"])[1].tensors
-        kernel_bytes = sum(t.bytes_after for t in encoded) + total
-        kernel_bytes -= sum(t.bytes_before for t in encoded)
+        kernel_bytes = sum(t.bytes_after for t in compression.tensors) + total
+        kernel_bytes -= sum(t.bytes_before for t in compression.tensors)
         rows[str(s)] = {
             "kernel_sparsity": 1 - nonzeros / total,
             "kernel_weights": total,

@@ -144,9 +144,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if should_prune:
             sync_trainer_state(self.model)
             unit.update_masks(sparsity)
-            wrappers = unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
-            clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
+            self._clear_moments(
+                unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
+            )
             self._updated = True
+
+    def _clear_moments(self, wrappers):
+        # An uncompiled model (a custom training loop) has no optimizer.
+        clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._wrappers is None:
@@ -167,8 +172,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # Channel groups span layers: one update for the whole model.
             updated = self._channel_masks.update(self._step)
             if updated:
-                wrappers = self._channel_masks.wrapper_of.values()
-                clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
+                self._clear_moments(self._channel_masks.wrapper_of.values())
             self._updated = self._updated or updated
 
     # No on_train_batch_end: overriding it makes Keras turn off asynchronous
