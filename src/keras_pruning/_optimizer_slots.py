@@ -3,8 +3,10 @@
 A pruned weight's gradient is 0, so the optimizer's moment estimates there
 only decay (`m <- beta_1 * m`): after a few hundred steps they are subnormal
 floats, which CPUs process many times slower unless they flush them to zero
-(TensorFlow's and XLA's kernels do, PyTorch's do not: an MLP's eager step
-went from 3.6 to 9.4 ms over 1,600 steps of pruning with Adam). Kept weights
+(TensorFlow's and XLA's kernels do, PyTorch's do not: the benchmark MLP's
+eager step went from 3.6 to 9.4 ms over 1,600 steps of pruning with Adam,
+and section 6 of `benchmarks/run.py` from 1.651x to 1.450x dense once
+these moments were cleared). Kept weights
 whose gradient stays 0 (inputs of a unit that no longer fires) decay the
 same way. After each mask update, the moments of every pruned weight are
 set to 0 where the mask prunes and where they are subnormal, as TensorFlow
