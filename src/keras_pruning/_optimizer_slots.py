@@ -1,18 +1,21 @@
-"""Optimizer moments of pruned weights, cleaned after each mask update.
+"""Optimizer first moments of pruned weights, cleared after each mask update.
 
-A pruned weight's gradient is 0, so the optimizer's moment estimates there
-only decay (`m <- beta_1 * m`): after a few hundred steps they are subnormal
-floats, which CPUs process many times slower unless they flush them to zero
-(TensorFlow's and XLA's kernels do, PyTorch's do not: the benchmark MLP's
-eager step went from 3.6 to 9.4 ms over 1,600 steps of pruning with Adam,
-and section 6 of `benchmarks/run.py` from 1.651x to 1.450x dense once
-these moments were cleared). Kept weights
-whose gradient stays 0 (inputs of a unit that no longer fires) decay the
-same way. After each mask update, the moments of every pruned weight are
-set to 0 where the mask prunes and where they are subnormal, as TensorFlow
-and XLA would compute them. For the optimizers below, which update each
-weight entry from its own moments only, moments at pruned positions move
-nothing that is ever read.
+A pruned weight's gradient is 0, so a momentum there only decays
+(`m <- beta_1 * m`): it keeps moving the pruned weight away from 0 for a
+while, and after a few hundred steps it is a subnormal float, which CPUs
+process many times slower unless they flush it to zero (TensorFlow's and
+XLA's kernels do, PyTorch's do not: the benchmark MLP's eager step went from
+3.6 to 9.4 ms over 1,600 steps of pruning with Adam). After each mask update,
+the first moments of every pruned weight are set to 0 where the mask prunes
+and where they are subnormal, as TensorFlow and XLA would compute them. With
+a zero gradient and a zero first moment, the optimizers below leave a weight
+entry where it is, whatever their other slots hold, so pruned weights stay at
+the 0 that the mask update wrote.
+
+Second moments (Adam's `velocity`) are left alone: their square root is part
+of every step, and PyTorch's CPU `sqrt` of a 784x300 tensor takes 300 to
+650 us where zeros (or subnormals) fill a random half or all of it, against
+16 us without them.
 """
 
 import keras
@@ -21,16 +24,16 @@ from keras.backend import standardize_dtype
 
 from keras_pruning import masks as masks_lib
 
-# Zero-initialized moving averages of the gradient (or of its square or
-# magnitude), per weight entry: with a zero gradient and zero moments, the
-# update of these optimizers is 0.
-_MOMENT_SLOTS = {
-    keras.optimizers.Adam: ("momentum", "velocity", "velocity_hat"),  # and AdamW
-    keras.optimizers.Nadam: ("momentum", "velocity"),
-    keras.optimizers.Adamax: ("momentum", "norm"),
+# Zero-initialized moving averages of the gradient, per weight entry, that
+# enter the update's numerator (RMSprop's `average_gradient`, the centered
+# variant's mean, is subtracted under the square root: 0 only enlarges the
+# denominator).
+_FIRST_MOMENT_SLOTS = {
+    keras.optimizers.Adam: ("momentum",),  # and AdamW
+    keras.optimizers.Nadam: ("momentum",),
+    keras.optimizers.Adamax: ("momentum",),
     keras.optimizers.Lion: ("momentum",),
-    # Centered: `velocity - average_gradient**2` must stay >= 0, so both go.
-    keras.optimizers.RMSprop: ("velocity", "momentum", "average_gradient"),
+    keras.optimizers.RMSprop: ("momentum", "average_gradient"),
     keras.optimizers.SGD: ("momentum",),
 }
 
@@ -43,14 +46,15 @@ _SMALLEST_NORMAL = {
 
 
 def clear_pruned_moments(optimizer, wrappers):
-    """Sets the moment slots of `optimizer` (one of `_MOMENT_SLOTS`, or the
-    inner optimizer of a `LossScaleOptimizer`) to 0 where the wrappers' masks
-    prune, and where they are subnormal. A slot belongs to a weight when
-    Keras named it after the weight (`{path with _ for /}_{slot}`) and has
-    the weight's shape."""
+    """Sets the first-moment slots of `optimizer` (one of
+    `_FIRST_MOMENT_SLOTS`, or the inner optimizer of a `LossScaleOptimizer`)
+    to 0 where the wrappers' masks prune, and where they are subnormal. A slot
+    belongs to a weight when Keras named it after the weight
+    (`{path with _ for /}_{slot}`) and has the weight's shape."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     suffixes = next(
-        (s for kind, s in _MOMENT_SLOTS.items() if isinstance(optimizer, kind)), ()
+        (s for kind, s in _FIRST_MOMENT_SLOTS.items() if isinstance(optimizer, kind)),
+        (),
     )
     if not suffixes or not optimizer.built:
         return

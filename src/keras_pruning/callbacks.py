@@ -139,8 +139,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._update(unit, step)
         self._pending = []
 
-    def _update(self, unit, step):
-        should_prune, sparsity = unit.pruning_schedule(step)
+    def _update(self, unit, step, decisions=None):
+        # `decisions` caches each schedule's `(should_prune, sparsity)` at
+        # `step`: wrappers made by one `prune_low_magnitude` share theirs.
+        decisions = {} if decisions is None else decisions
+        schedule = unit.pruning_schedule
+        if id(schedule) not in decisions:
+            decisions[id(schedule)] = schedule(step)
+        should_prune, sparsity = decisions[id(schedule)]
         if should_prune:
             sync_trainer_state(self.model)
             unit.update_masks(sparsity)
@@ -162,10 +168,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._step_read = True
         self._step += 1
         for wrapper in self._wrappers:
-            wrapper._pruning_step = self._step
+            wrapper._set_step(self._step)
+        decisions = {}
         for unit in self._units:
             if unit.built:
-                self._update(unit, self._step)
+                self._update(unit, self._step, decisions)
             else:
                 self._pending.append((unit, self._step))
         if self._channel_masks is not None:

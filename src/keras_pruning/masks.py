@@ -501,6 +501,22 @@ def _bounded_largest(flat, sizes, k, bounds):
     return ops.logical_or(forced, chosen)
 
 
+def _multiply_by_mask(weights, mask):
+    """Returns `weights * cast(mask)`: the effective weights of a training
+    step, computed as TFMOT computes them.
+
+    Equal to `apply_mask(weights, mask)` while the pruned weights are finite
+    (a mask update sets them to 0; for the optimizers of `_optimizer_slots`,
+    a zero gradient and a zero first moment keep them there). One product,
+    which the backward pass repeats, is cheaper than a `where` on every
+    backend, and much cheaper on PyTorch's CPU kernels, where `where` slows
+    down as masks get sparser (784x300: 68 us unpruned, 443 us half pruned,
+    against 17 us for a product).
+    """
+    weights, mask = ops.convert_to_tensor(weights), ops.convert_to_tensor(mask)
+    return weights * ops.cast(mask, weights.dtype)
+
+
 def apply_mask(weights, mask):
     """Returns `weights * mask`: the weights where the mask is True, else 0."""
     # A full-shape zeros tensor is faster than a broadcast scalar on the

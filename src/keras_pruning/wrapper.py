@@ -376,11 +376,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     @_pruning_step.setter
     def _pruning_step(self, step):
+        self._set_step(step)
+
+    def _set_step(self, step):
         # `call` reads only whether a step is set, which changes once: a
         # compiler that guards on Python values (torch.compile) would
-        # otherwise recompile the training step at every step.
-        self._step = step
-        self._step_is_set = step >= 0
+        # otherwise recompile the training step at every step. Plain
+        # attributes, set past `Layer.__setattr__`: its tracking costs 10 us
+        # a wrapper (PyTorch), paid at every training step.
+        object.__setattr__(self, "_step", step)
+        object.__setattr__(self, "_step_is_set", step >= 0)
 
     @property
     def prunable_weights(self):
@@ -467,7 +472,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "custom training loop."
             )
         values = {
-            id(weight): masks_lib.apply_mask(weight, mask)
+            id(weight): masks_lib._multiply_by_mask(weight, mask)
             for weight, mask in zip(self._prunable_weights, self._masks, strict=True)
         }
         if self._gradients:
