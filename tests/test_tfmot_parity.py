@@ -10,7 +10,8 @@ this process meanwhile.
 What we promise to match: the schedules' `(should_prune, sparsity)` at every
 step (except that ours also prune at `end_step` when TFMOT's grid misses it),
 the first training batch being step 1, and, after training with a zero
-learning rate from identical weights, every mask, threshold and pruning step;
+learning rate from identical weights, every mask, threshold and pruning step
+(and, trained with Adam on the same batches, every mask and trained weight);
 with `block_size`, every block mask (thresholds to float rounding) wherever
 each kernel axis is a multiple of the block or one short of one; with
 `sparsity_m_by_n`, every mask (TFMOT's threshold is a placeholder 999).
@@ -252,8 +253,17 @@ OFF_GRID_SCHEDULE = (
         "frequency": 10,
     },
 )
+# Trained with Adam(0.01) on the same batches: the masks and the trained
+# weights match, not only the masks of a zero learning rate.
+ADAM_TRAININGS = {
+    "mlp_adam_polynomial": ("mlp", POLYNOMIAL, 23, 2),
+    "cnn_adam_polynomial": ("cnn", POLYNOMIAL, 23, 2),
+}
+ADAM = ("Adam", {"learning_rate": 0.01})
+ZERO_SGD = ("SGD", {"learning_rate": 0.0})
 TRAININGS = {
     **MATCHING_TRAININGS,
+    **ADAM_TRAININGS,
     "mlp_off_grid_end": ("mlp", OFF_GRID_SCHEDULE, 23, 1),
     # The documented block difference: 5 rows in blocks of 4.
     "short_block_4x1_shifted": (
@@ -324,8 +334,9 @@ def train_ours(training_id, weights, data):
         pruning_schedule=make_schedule(schedule),
         **PRUNE_KWARGS.get(training_id, {}),
     )
+    name, kwargs = ADAM if training_id in ADAM_TRAININGS else ZERO_SGD
     pruned.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.0),
+        optimizer=getattr(keras.optimizers, name)(**kwargs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -390,6 +401,13 @@ def run_cases(folder):
                 "data": str(folder / f"{training_id}_data.npz"),
                 "out": str(folder / f"{training_id}_tfmot.npz"),
                 "prune_kwargs": PRUNE_KWARGS.get(training_id, {}),
+                "optimizer": dict(
+                    zip(
+                        ("class", "kwargs"),
+                        ADAM if training_id in ADAM_TRAININGS else ZERO_SGD,
+                        strict=True,
+                    )
+                ),
             }
         )
     spec_path = folder / "spec.json"
@@ -613,6 +631,27 @@ def test_masks_match_tfmot(results, training_id):
     assert_matches_tfmot(ours, theirs, training_id)
     for i in range(len(ours["num_masks"])):
         assert int(ours[f"step_{i}"]) == steps_per_epoch * epochs
+
+
+@pytest.mark.parametrize("training_id", list(ADAM_TRAININGS))
+def test_adam_training_matches_tfmot(results, training_id):
+    """Adam(0.01) for 46 steps, masks updated at steps 5 to 20: the kept
+    weights get the same gradients and updates in both libraries, and pruned
+    weights stay pruned, so masks and effective weights agree."""
+    ours, _, theirs = get_case(results, training_id)
+    assert_same_structure(ours, theirs)
+    initial = load_npz(results["folder"] / f"{training_id}_weights.npz")
+    for i, num_masks in enumerate(ours["num_masks"].tolist()):
+        assert int(ours[f"step_{i}"]) == int(theirs[f"step_{i}"]) == 46
+        for j in range(num_masks):
+            mask = ours[f"mask_{i}_{j}"]
+            np.testing.assert_array_equal(mask, theirs[f"mask_{i}_{j}"] == 1)
+            assert 1 - mask.mean() == pytest.approx(0.8, abs=0.01)
+            weight = np.where(mask, ours[f"weight_{i}_{j}"], 0)
+            their_weight = np.where(mask, theirs[f"weight_{i}_{j}"], 0)
+            np.testing.assert_allclose(weight, their_weight, rtol=1e-5, atol=1e-6)
+            # Training moved every kept weight.
+            assert np.all(weight[mask] != initial[f"layer{i}_w{j}"][mask])
 
 
 @pytest.mark.parametrize(

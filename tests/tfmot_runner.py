@@ -15,8 +15,9 @@ script once per module and exchanges data through files:
   model is built from `layers` (`[class_name, kwargs]` pairs), its layers with
   weights receive `weights` (`layer{i}_w{j}` in the npz, in the order of the
   layers that have weights), it is pruned with `tfmot.sparsity.keras` (with
-  the optional `"prune_kwargs"`, such as `block_size`), compiled
-  with SGD(learning_rate=0.0) and fitted with `UpdatePruningStep` on `data`
+  the optional `"prune_kwargs"`, such as `block_size`), compiled with the
+  optional `"optimizer"` (`{"class", "kwargs"}`; default SGD with
+  learning_rate=0.0) and fitted with `UpdatePruningStep` on `data`
   (`x`, `y`). `out` (npz) receives, for the i-th pruning wrapper and its j-th
   pruned weight: `mask_{i}_{j}` (float 0/1), `threshold_{i}_{j}`,
   `weight_{i}_{j}` (the weight after training), `step_{i}` (the wrapper's
@@ -75,8 +76,13 @@ def train(spec):
         pruning_schedule=make_schedule(spec["schedule"]),
         **spec.get("prune_kwargs", {}),
     )
+    optimizer = spec.get(
+        "optimizer", {"class": "SGD", "kwargs": {"learning_rate": 0.0}}
+    )
     pruned.compile(
-        optimizer=tf_keras.optimizers.SGD(learning_rate=0.0),
+        optimizer=getattr(tf_keras.optimizers, optimizer["class"])(
+            **optimizer["kwargs"]
+        ),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     with np.load(spec["data"]) as data:
