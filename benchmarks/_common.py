@@ -327,6 +327,17 @@ def pruning_schedule_args(steps_per_epoch, final_sparsity, updates=10):
     }
 
 
+def training_order(n, epochs, seed):
+    """The order in which a training run of the accuracy section sees its
+    `n` examples: `epochs` permutations of `range(n)` drawn from `seed`, one
+    after the other. Both frameworks train on `x[order]` without shuffling,
+    so a Keras 3 run and a tf_keras run with the same seed see the same
+    batches in the same order, and their accuracies can be compared seed by
+    seed."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(n) for _ in range(epochs)])
+
+
 def loglog_slope(xs, ys):
     """The least-squares slope of `log(y)` against `log(x)`: 1 for cost that
     grows linearly with `x`, below 1 for sublinear growth."""

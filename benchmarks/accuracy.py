@@ -15,6 +15,9 @@ see `_common.pruning_schedule_args`), then is stripped and evaluated:
 A dense control trains the same 2 extra epochs without pruning, in Keras 3
 and (in the TFMOT worker) in tf_keras, with the seeds of `local` and `tfmot`:
 each library's accuracy can be read against training in its own framework.
+Every 2-epoch run with training seed `s` sees the examples in the order
+`_common.training_order(n, 2, s)`, on both sides: `local` and `tfmot` runs
+of the same seed train on the same batches.
 """
 
 import math
@@ -90,12 +93,16 @@ def _from_dense(dense):
     return model
 
 
-def _fit(model, x, y, callbacks=None):
+def _fit(model, ordered, callbacks=None):
+    """Trains `PRUNE_EPOCHS` epochs on `ordered`, the training examples of
+    every epoch one after the other (`_common.training_order`)."""
+    x, y = ordered
     model.fit(
         x,
         y,
         batch_size=BATCH_SIZE,
-        epochs=PRUNE_EPOCHS,
+        epochs=1,
+        shuffle=False,
         verbose=0,
         callbacks=callbacks,
     )
@@ -131,13 +138,21 @@ def run(quick, data, folder, tfmot, seed_count=None):
         }
     }
 
+    ordered = {}
+
+    def examples(seed):
+        if seed not in ordered:
+            order = _common.training_order(len(x_train), PRUNE_EPOCHS, seed)
+            ordered[seed] = (x_train[order], y_train[order])
+        return ordered[seed]
+
     runs = []
     for seed in training_seeds:
         keras.utils.clear_session()
         keras.utils.set_random_seed(seed)
         control = _from_dense(dense)
         control.compile(keras.optimizers.Adam(LEARNING_RATE), _loss())
-        _fit(control, x_train, y_train)
+        _fit(control, examples(seed))
         runs.append(_evaluate(control, x_test, y_test))
     rows["dense_control"] = {
         **_common.over_seeds(runs, training_seeds),
@@ -156,7 +171,7 @@ def run(quick, data, folder, tfmot, seed_count=None):
                 schedule = kp.PolynomialDecay(**schedules[s])
                 pruned = kp.prune_low_magnitude(_from_dense(dense), schedule, **kwargs)
                 pruned.compile(keras.optimizers.Adam(LEARNING_RATE), _loss())
-                _fit(pruned, x_train, y_train, [kp.UpdatePruningStep()])
+                _fit(pruned, examples(seed), [kp.UpdatePruningStep()])
                 stripped = kp.strip_pruning(pruned, shrink=method == "channel")
                 runs.append(_evaluate(stripped, x_test, y_test))
                 if seed == 0:  # the model the size and latency sections use

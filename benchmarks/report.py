@@ -158,6 +158,37 @@ def _overhead_md(section):
     return lines
 
 
+def _paired_differences(section):
+    """`local` minus `tfmot`, and Keras 3's dense control minus tf_keras's,
+    seed by seed (runs of one seed train on the same batches), in points."""
+    local, theirs = section["methods"].get("local"), section["methods"].get("tfmot")
+    if not local or not theirs:
+        return ""
+    cells = []
+    for s in section["setup"]["sparsities"]:
+        ours, other = local.get(str(s)), theirs.get(str(s))
+        if not ours or not other or ours.get("seeds") != other.get("seeds"):
+            continue
+        gaps = [
+            100 * (a - b)
+            for a, b in zip(ours["accuracies"], other["accuracies"], strict=True)
+        ]
+        cells.append(f"{s:.0%}: " + " / ".join(f"{g:+.2f}" for g in gaps))
+    control, other = section["dense_control"], section["tfmot_dense_control"]
+    if control.get("seeds") == other.get("seeds") and "accuracies" in control:
+        gaps = [
+            100 * (a - b)
+            for a, b in zip(control["accuracies"], other["accuracies"], strict=True)
+        ]
+        cells.append("dense control: " + " / ".join(f"{g:+.2f}" for g in gaps))
+    if not cells:
+        return ""
+    return (
+        "Seed by seed (the runs of one seed train on the same batches in both "
+        "frameworks), local minus TFMOT, in points: " + "; ".join(cells) + "."
+    )
+
+
 def _accuracy_md(section):
     setup, methods = section["setup"], section["methods"]
     sparsities = setup["sparsities"]
@@ -185,6 +216,9 @@ def _accuracy_md(section):
         f"{_accuracy_cell(section['tfmot_dense_control'])}% (the same dense "
         "weights trained 2 more epochs in TFMOT's framework).",
     ]
+    paired = _paired_differences(section)
+    if paired:
+        lines += ["", paired]
     if two_four:
         lines.append(
             f"2:4 (fixed pattern, {two_four['sparsity']:.1%} of kernel weights): "
@@ -195,8 +229,9 @@ def _accuracy_md(section):
         f"{setup['train_examples']:,} training and {setup['test_examples']:,} test "
         f"examples; batch {setup['batch_size']}; {setup['optimizer']}. "
         "`± std`: mean and sample standard deviation over training seeds "
-        f"{setup.get('seeds', {}).get('local', [0])} (the shuffling order; "
-        "the other methods ran with seed 0). " + setup["note"],
+        f"{setup.get('seeds', {}).get('local', [0])} (a seed fixes the order "
+        "of the training examples, the same in both frameworks; the other "
+        "methods ran with seed 0). " + setup["note"],
     ]
     return lines
 

@@ -14,8 +14,8 @@ keras-pruning are measured on the same machine in the same minutes. SPEC.json:
 - `"accuracy"`: `{"weights", "sparsities", "epochs", "batch_size",
   "learning_rate", "seeds", "schedules"}`: the CNN gets the dense weights
   (npz, `layer{i}_w{j}`), is pruned with `PolynomialDecay(**schedules[s])`
-  for each sparsity `s`, trained `epochs` with each training seed, stripped
-  and evaluated; the mean over seeds is reported, with a dense control
+  for each sparsity `s`, trained `epochs` with each training seed (on the
+  examples in the order of `_common.training_order`), stripped and evaluated; the mean over seeds is reported, with a dense control
   trained as long without pruning.
 - `"out"`: where the JSON result goes.
 """
@@ -93,9 +93,10 @@ def _evaluate(model, x_test, y_test):
     return float(model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1])
 
 
-def _train(spec, weights, seed, x_train, y_train, schedule=None):
-    """The dense CNN trained `spec["epochs"]` with training seed `seed`:
-    pruned with `schedule` and stripped, or dense (the control) without."""
+def _train(spec, weights, seed, ordered, schedule=None):
+    """The dense CNN trained `spec["epochs"]` on `ordered` (the examples of
+    training seed `seed`, in the order of `_common.training_order`): pruned
+    with `schedule` and stripped, or dense (the control) without."""
     tf_keras.backend.clear_session()
     tf_keras.utils.set_random_seed(seed)
     model = _dense_cnn(weights)
@@ -104,11 +105,13 @@ def _train(spec, weights, seed, x_train, y_train, schedule=None):
         model = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
         callbacks = [sparsity.UpdatePruningStep()]
     model.compile(tf_keras.optimizers.Adam(spec["learning_rate"]), _loss())
+    x_train, y_train = ordered
     model.fit(
         x_train,
         y_train,
         batch_size=spec["batch_size"],
-        epochs=spec["epochs"],
+        epochs=1,
+        shuffle=False,
         verbose=0,
         callbacks=callbacks,
     )
@@ -124,8 +127,12 @@ def accuracy(spec, data):
     with np.load(spec["weights"]) as archive:
         weights = {key: archive[key] for key in archive.files}
     seeds = spec["seeds"]
+    ordered = {}
+    for seed in seeds:
+        order = _common.training_order(len(x_train), spec["epochs"], seed)
+        ordered[seed] = (x_train[order], y_train[order])
     controls = [
-        _evaluate(_train(spec, weights, seed, x_train, y_train), x_test, y_test)
+        _evaluate(_train(spec, weights, seed, ordered[seed]), x_test, y_test)
         for seed in seeds
     ]
     results = {}
@@ -134,7 +141,7 @@ def accuracy(spec, data):
         schedule = sparsity.PolynomialDecay(**spec["schedules"][str(final)])
         runs = []
         for seed in seeds:
-            stripped = _train(spec, weights, seed, x_train, y_train, schedule)
+            stripped = _train(spec, weights, seed, ordered[seed], schedule)
             runs.append(_evaluate(stripped, x_test, y_test))
         results[str(final)] = {
             **_common.over_seeds(runs, seeds),

@@ -162,6 +162,43 @@ def test_accuracy_table_shows_seed_means_with_their_deviation():
     assert "Keras 3 90.00 ± 1.00%, tf_keras 85.00%" in text
 
 
+def test_training_order_is_one_permutation_per_epoch_fixed_by_its_seed():
+    order = common.training_order(10, 2, seed=3)
+    assert len(order) == 20
+    assert sorted(order[:10]) == list(range(10))
+    assert sorted(order[10:]) == list(range(10))
+    assert list(order[:10]) != list(order[10:])
+    assert list(order) == list(common.training_order(10, 2, seed=3))
+    assert list(order) != list(common.training_order(10, 2, seed=4))
+
+
+def test_accuracy_table_compares_local_and_tfmot_seed_by_seed():
+    def row(accuracies):
+        return {**common.over_seeds(accuracies, (0, 1, 2)), "sparsity": 0.5}
+
+    section = {
+        "setup": {
+            "sparsities": [0.5],
+            "seeds": {"local": [0, 1, 2]},
+            "train_examples": 10,
+            "test_examples": 5,
+            "batch_size": 2,
+            "optimizer": "Adam",
+            "note": "",
+        },
+        "dense": {"accuracy": 0.8},
+        "dense_control": row([0.9, 0.9, 0.9]),
+        "tfmot_dense_control": row([0.899, 0.9, 0.901]),
+        "methods": {
+            "tfmot": {"0.5": row([0.895, 0.89, 0.912])},
+            "local": {"0.5": row([0.90, 0.89, 0.91])},
+        },
+    }
+    text = "\n".join(report._accuracy_md(section))
+    assert "50%: +0.50 / +0.00 / -0.20" in text
+    assert "dense control: +0.10 / +0.00 / -0.10" in text
+
+
 def test_backend_targets_check_every_backend_and_model():
     result = {
         "backends": {
