@@ -117,9 +117,18 @@ def overhead_schedule_args(task):
     }
 
 
-def measure_overhead(task, keras_module, dense, pruned, callbacks, masks, x, y):
+# A schedule that never updates a mask: a model pruned with it pays the
+# per-step masking and the per-batch callback, and no mask update.
+NEVER_UPDATING_SCHEDULE = {"target_sparsity": 0.8, "begin_step": 10**9}
+
+
+def measure_overhead(
+    task, keras_module, dense, pruned, callbacks, masks, x, y, never_updated
+):
     """The overhead row of one task: `dense`, `dense` with a no-op per-batch
-    callback and `pruned` (trained with `callbacks`) each train epochs of
+    callback, `pruned` (trained with `callbacks`) and `never_updated` (the
+    model pruned with `ConstantSparsity(**NEVER_UPDATING_SCHEDULE)`, trained
+    with its own callbacks: a pair `(model, callbacks)`) each train epochs of
     `task["steps"]` steps, interleaved `task["repeats"]` times; ratios are
     medians of per-round ratios. Memory: `masks` and the whole pruning
     state over the weights. `keras_module` is `keras` or `tf_keras`."""
@@ -140,6 +149,7 @@ def measure_overhead(task, keras_module, dense, pruned, callbacks, masks, x, y):
             "dense": fit(dense, None),
             "dense_noop": fit(dense, [noop_batch_callback(keras_module)]),
             "pruned": fit(pruned, callbacks),
+            "never_updated": fit(*never_updated),
         },
         task["repeats"],
     )
@@ -157,9 +167,11 @@ def measure_overhead(task, keras_module, dense, pruned, callbacks, masks, x, y):
         "ratio_of_medians": median(times["pruned"]) / median(times["dense"]),
         "noop_callback_ratio": median_ratio(times["dense_noop"], times["dense"]),
         "ratio_to_noop_callback": median_ratio(times["pruned"], times["dense_noop"]),
+        "never_updated_ratio": median_ratio(times["never_updated"], times["dense"]),
         "dense_seconds": times["dense"],
         "pruned_seconds": times["pruned"],
         "dense_noop_seconds": times["dense_noop"],
+        "never_updated_seconds": times["never_updated"],
         "mask_bytes": mask_bytes,
         "state_bytes": state_bytes,
         "weight_bytes": weight_bytes,

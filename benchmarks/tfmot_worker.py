@@ -61,8 +61,21 @@ def overhead(task, data):
         if isinstance(layer, pruning_wrapper.PruneLowMagnitude)
         for _, mask, _ in layer.pruning_vars
     ]
+    never_updated = sparsity.prune_low_magnitude(
+        _common.build_model(tf_keras, task["model"]),
+        sparsity.ConstantSparsity(**_common.NEVER_UPDATING_SCHEDULE),
+    )
+    never_updated.compile(tf_keras.optimizers.Adam(1e-3), _loss())
     return _common.measure_overhead(
-        task, tf_keras, dense, pruned, [sparsity.UpdatePruningStep()], masks, x, y
+        task,
+        tf_keras,
+        dense,
+        pruned,
+        [sparsity.UpdatePruningStep()],
+        masks,
+        x,
+        y,
+        (never_updated, [sparsity.UpdatePruningStep()]),
     )
 
 
