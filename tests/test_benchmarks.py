@@ -135,10 +135,9 @@ def test_accuracy_target_compares_means_and_says_over_how_many_seeds():
     assert not row["pass"]
 
 
-def test_accuracy_table_shows_seed_means_with_their_deviation():
-    three = common.over_seeds([0.89, 0.90, 0.91], (0, 1, 2))
-    one = common.over_seeds([0.85], (0,))
-    section = {
+def _accuracy_section(methods, dense_control, tfmot_dense_control):
+    """An accuracy section at 50% sparsity, seeds 0 to 2."""
+    return {
         "setup": {
             "sparsities": [0.5],
             "seeds": {"local": [0, 1, 2]},
@@ -149,13 +148,23 @@ def test_accuracy_table_shows_seed_means_with_their_deviation():
             "note": "",
         },
         "dense": {"accuracy": 0.8},
-        "dense_control": three,
-        "tfmot_dense_control": one,
-        "methods": {
+        "dense_control": dense_control,
+        "tfmot_dense_control": tfmot_dense_control,
+        "methods": methods,
+    }
+
+
+def test_accuracy_table_shows_seed_means_with_their_deviation():
+    three = common.over_seeds([0.89, 0.90, 0.91], (0, 1, 2))
+    one = common.over_seeds([0.85], (0,))
+    section = _accuracy_section(
+        {
             "local": {"0.5": {**three, "sparsity": 0.5}},
             "global": {"0.5": {**one, "sparsity": 0.5}},
         },
-    }
+        three,
+        one,
+    )
     text = "\n".join(report._accuracy_md(section))
     assert "| local | 90.00 ± 1.00 |" in text
     assert "| global | 85.00 |" in text
@@ -176,24 +185,14 @@ def test_accuracy_table_compares_local_and_tfmot_seed_by_seed():
     def row(accuracies):
         return {**common.over_seeds(accuracies, (0, 1, 2)), "sparsity": 0.5}
 
-    section = {
-        "setup": {
-            "sparsities": [0.5],
-            "seeds": {"local": [0, 1, 2]},
-            "train_examples": 10,
-            "test_examples": 5,
-            "batch_size": 2,
-            "optimizer": "Adam",
-            "note": "",
-        },
-        "dense": {"accuracy": 0.8},
-        "dense_control": row([0.9, 0.9, 0.9]),
-        "tfmot_dense_control": row([0.899, 0.9, 0.901]),
-        "methods": {
+    section = _accuracy_section(
+        {
             "tfmot": {"0.5": row([0.895, 0.89, 0.912])},
             "local": {"0.5": row([0.90, 0.89, 0.91])},
         },
-    }
+        row([0.9, 0.9, 0.9]),
+        row([0.899, 0.9, 0.901]),
+    )
     text = "\n".join(report._accuracy_md(section))
     assert "50%: +0.50 / +0.00 / -0.20" in text
     assert "dense control: +0.10 / +0.00 / -0.10" in text
