@@ -136,7 +136,7 @@ def test_non_finite_weight_in_a_second_prunable_weight_leaves_all_masks_alone():
     assert all(np.all(keras.ops.convert_to_numpy(m)) for m in wrapper.masks)
 
 
-def test_non_finite_value_at_a_masked_position_is_never_read():
+def test_non_finite_value_at_a_masked_position_is_ignored_then_reset():
     wrapper = _wrapped(keras.layers.Dense(4), (None, 4))
     wrapper.update_masks(0.5)
     kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
@@ -147,6 +147,10 @@ def test_non_finite_value_at_a_masked_position_is_never_read():
     mask = keras.ops.convert_to_numpy(wrapper.masks[0])
     assert int(mask.sum()) == 4 and not mask[tuple(masked)]
     assert np.all(np.isfinite(wrapper.masked_weights()[0]))
+    # The update writes 0 there, so the training step's product is finite.
+    assert keras.ops.convert_to_numpy(wrapper.layer.kernel)[tuple(masked)] == 0
+    outputs = wrapper(np.ones((2, 4), "float32"), training=False)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(outputs)))
 
 
 def _two_convolutions():
@@ -176,7 +180,7 @@ def test_non_finite_weight_fails_a_channel_mask_update():
         pruned.fit(x, np.zeros((8, 4)), verbose=0, callbacks=[kp.UpdatePruningStep()])
 
 
-def test_non_finite_value_at_a_masked_channel_is_never_read():
+def test_non_finite_value_at_a_masked_channel_is_ignored_then_reset():
     x = np.random.default_rng(0).random((8, 6, 6, 3)).astype("float32")
     model = _two_convolutions()
     schedule = kp.PolynomialDecay(0.25, 0.5, begin_step=0, end_step=2, frequency=1)

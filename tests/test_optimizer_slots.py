@@ -42,6 +42,28 @@ def _slot(optimizer, weight, suffix):
             ("velocity",),
         ),
         (lambda: keras.optimizers.Adamax(0.01), ("momentum",), ("norm",)),
+        (
+            lambda: keras.optimizers.Adam(0.01, amsgrad=True),
+            ("momentum",),
+            ("velocity", "velocity_hat"),
+        ),
+        (
+            lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
+            ("momentum",),
+            ("velocity",),
+        ),
+        (lambda: keras.optimizers.Nadam(0.01), ("momentum",), ("velocity",)),
+        (lambda: keras.optimizers.Lion(0.01), ("momentum",), ()),
+        (
+            lambda: keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+            ("momentum",),
+            (),
+        ),
+        (
+            lambda: keras.optimizers.RMSprop(0.01, centered=True),
+            ("average_gradient",),
+            ("velocity",),
+        ),
     ],
 )
 def test_fit_leaves_no_first_moment_and_no_weight_at_pruned_positions(

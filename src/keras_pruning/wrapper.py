@@ -508,13 +508,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         group of `g` keeps its `g - m` best) and writes `e * new_mask` into
         the weight. Masked weights score 0, so a pruned weight stays pruned
         while sparsity does not decrease, and whatever an optimizer writes at
-        pruned positions never matters. Gradient accumulators restart at 0.
+        pruned positions is reset to 0 (the training step multiplies it by 0,
+        so until then it only has to be finite). Gradient accumulators
+        restart at 0.
         Runs eagerly, between training steps.
 
         Raises:
             ValueError: if a kept weight or its score holds NaN or infinity
                 (the mask would be meaningless; no mask is changed then; values
-                at masked positions are never read), or if the
+                at masked positions are not checked: the update sets them to
+                0), or if the
                 wrapper's masks are set for the whole model
                 (`granularity="channel"` or `global_pruning=True`).
         """
@@ -594,8 +597,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """The criterion's float32 score of every prunable weight, 0 where
         masked; ValueError on NaN or infinity, before any mask changes.
 
-        Weights at masked positions are never read, so only the effective
-        weights are checked."""
+        Only the effective weights are scored and checked: the update sets
+        masked positions to 0."""
         gradients = self._gradients or [None] * len(self._masks)
         found = [
             self._criterion_scores(weight, mask, gradient)
@@ -653,7 +656,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def _check_finite(self):
         """ValueError if a prunable weight holds NaN or infinity where its mask
         keeps it, before any mask changes: a magnitude mask of such weights
-        would be meaningless. Masked positions are never read."""
+        would be meaningless. Masked positions are not checked: the update sets
+        them to 0."""
         for weight, mask in zip(self._prunable_weights, self._masks, strict=True):
             if not bool(ops.all(ops.isfinite(masks_lib.apply_mask(weight, mask)))):
                 raise ValueError(
@@ -682,9 +686,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def save_own_variables(self, store):
         # Keras saves the wrapper before the wrapped layer: zeroing the pruned
-        # weights here makes every checkpoint hold sparse weights. Values at
-        # pruned positions are never read (see `update_masks`), so this changes
-        # nothing in training.
+        # weights here makes every checkpoint hold sparse weights. The training
+        # step multiplies pruned positions by 0, so this changes nothing in
+        # training.
         self._write_masked_weights()
         super().save_own_variables(store)
         store[_STEP_KEY] = np.asarray(self._pruning_step, dtype="int64")
