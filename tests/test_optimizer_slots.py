@@ -141,3 +141,40 @@ def test_optimizers_with_other_state_are_left_alone():
     after = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
     for old, new in zip(before, after, strict=True):
         np.testing.assert_array_equal(old, new)
+
+
+def test_channel_and_pending_updates_clear_first_moments():
+    # Channel masks update for the whole model; a Sequential model without an
+    # Input gets the updates of its first step only once that step built it.
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6, 6, 3)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    for build_input, kwargs in ((True, {"granularity": "channel"}), (False, {})):
+        layers = [
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+        model = keras.Sequential(
+            ([keras.Input((6, 6, 3))] if build_input else []) + layers
+        )
+        schedule = kp.ConstantSparsity(0.5, 0, frequency=1)
+        pruned = kp.prune_low_magnitude(model, schedule, **kwargs)
+        pruned.compile(keras.optimizers.Adam(0.01), LOSS)
+        pruned.fit(
+            x, y, batch_size=8, epochs=1, verbose=0, callbacks=[kp.UpdatePruningStep()]
+        )
+        checked = 0
+        for wrapper in kp.pruning_wrappers(pruned):
+            for weight, mask in zip(
+                wrapper.prunable_weights, wrapper.masks, strict=True
+            ):
+                pruned_positions = ~ops.convert_to_numpy(mask)
+                if not pruned_positions.any():
+                    continue
+                moments = _slot(pruned.optimizer, weight, "momentum")
+                assert np.all(moments[pruned_positions] == 0)
+                assert np.any(moments[~pruned_positions] != 0)
+                checked += 1
+        assert checked >= 2

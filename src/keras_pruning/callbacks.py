@@ -59,6 +59,11 @@ def _check_single_use(model, wrappers):
         )
 
 
+def _wrappers_of(unit):
+    """The wrappers whose masks one mask update of `unit` sets."""
+    return unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
+
+
 def _require_tensorboard():
     if importlib.util.find_spec("tensorboard") is None:
         raise ImportError(
@@ -135,29 +140,36 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def _apply_pending(self):
         # A model built without input shapes is built by its first training
         # step; updates due before it are applied right after it.
-        for unit, step in self._pending:
-            self._update(unit, step)
+        updated = [
+            wrapper
+            for unit, step in self._pending
+            if self._update(unit, step, {})
+            for wrapper in _wrappers_of(unit)
+        ]
         self._pending = []
+        self._clear_moments(updated)
 
-    def _update(self, unit, step, decisions=None):
-        # `decisions` caches each schedule's `(should_prune, sparsity)` at
-        # `step`: wrappers made by one `prune_low_magnitude` share theirs.
-        decisions = {} if decisions is None else decisions
+    def _update(self, unit, step, decisions):
+        """Updates the masks of `unit` if its schedule prunes at `step`, and
+        returns whether it did. `decisions` caches each schedule's
+        `(should_prune, sparsity)` at `step`: wrappers made by one
+        `prune_low_magnitude` share theirs."""
         schedule = unit.pruning_schedule
         if id(schedule) not in decisions:
             decisions[id(schedule)] = schedule(step)
         should_prune, sparsity = decisions[id(schedule)]
-        if should_prune:
-            sync_trainer_state(self.model)
-            unit.update_masks(sparsity)
-            self._clear_moments(
-                unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
-            )
-            self._updated = True
+        if not should_prune:
+            return False
+        sync_trainer_state(self.model)
+        unit.update_masks(sparsity)
+        self._updated = True
+        return True
 
     def _clear_moments(self, wrappers):
-        # An uncompiled model (a custom training loop) has no optimizer.
-        clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
+        # Once per step, for every wrapper whose masks changed. An uncompiled
+        # model (a custom training loop) has no optimizer.
+        if wrappers:
+            clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._wrappers is None:
@@ -169,18 +181,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._set_step(self._step)
-        decisions = {}
+        decisions, updated = {}, []
         for unit in self._units:
-            if unit.built:
-                self._update(unit, self._step, decisions)
-            else:
+            if not unit.built:
                 self._pending.append((unit, self._step))
-        if self._channel_masks is not None:
-            # Channel groups span layers: one update for the whole model.
-            updated = self._channel_masks.update(self._step)
-            if updated:
-                self._clear_moments(self._channel_masks.wrapper_of.values())
-            self._updated = self._updated or updated
+            elif self._update(unit, self._step, decisions):
+                updated.extend(_wrappers_of(unit))
+        # Channel groups span layers: one update for the whole model.
+        if self._channel_masks is not None and self._channel_masks.update(self._step):
+            updated.extend(self._channel_masks.wrapper_of.values())
+            self._updated = True
+        self._clear_moments(updated)
 
     # No on_train_batch_end: overriding it makes Keras turn off asynchronous
     # callback dispatch and fetch the logs after every step.
