@@ -123,15 +123,16 @@ NEVER_UPDATING_SCHEDULE = {"target_sparsity": 0.8, "begin_step": 10**9}
 
 
 def measure_overhead(
-    task, keras_module, dense, pruned, callbacks, masks, x, y, never_updated
+    task, keras_module, update_step, dense, pruned, never_updated, masks, x, y
 ):
     """The overhead row of one task: `dense`, `dense` with a no-op per-batch
-    callback, `pruned` (trained with `callbacks`) and `never_updated` (the
-    model pruned with `ConstantSparsity(**NEVER_UPDATING_SCHEDULE)`, trained
-    with its own callbacks: a pair `(model, callbacks)`) each train epochs of
-    `task["steps"]` steps, interleaved `task["repeats"]` times; ratios are
-    medians of per-round ratios. Memory: `masks` and the whole pruning
-    state over the weights. `keras_module` is `keras` or `tf_keras`."""
+    callback, `pruned` and `never_updated` (the model pruned with
+    `ConstantSparsity(**NEVER_UPDATING_SCHEDULE)`), both trained with an
+    instance of the library's `update_step` callback class, each train
+    epochs of `task["steps"]` steps, interleaved `task["repeats"]` times;
+    ratios are medians of per-round ratios. Memory: `masks` and the whole
+    pruning state over the weights. `keras_module` is `keras` or
+    `tf_keras`."""
     steps = task["steps"]
 
     def fit(model, model_callbacks):
@@ -148,8 +149,8 @@ def measure_overhead(
         {
             "dense": fit(dense, None),
             "dense_noop": fit(dense, [noop_batch_callback(keras_module)]),
-            "pruned": fit(pruned, callbacks),
-            "never_updated": fit(*never_updated),
+            "pruned": fit(pruned, [update_step()]),
+            "never_updated": fit(never_updated, [update_step()]),
         },
         task["repeats"],
     )

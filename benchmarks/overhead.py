@@ -8,8 +8,9 @@ and every 10 or 25 steps for MobileNetV2) each train `repeats` epochs of
 A third contender, the dense model with a callback whose
 `on_train_batch_begin` does nothing, shows what any per-batch callback costs
 in that Keras; a fourth, the model pruned with a schedule that never updates
-a mask, what the per-step masking costs without mask updates. TFMOT's ratios come from the same measurement on tf_keras, in a
-subprocess started right after. Memory: masks (and the whole pruning state:
+a mask, what the per-step masking costs without mask updates. TFMOT's ratios
+come from the same measurement on tf_keras, in a subprocess started right
+after. Memory: masks (and the whole pruning state:
 thresholds, TFMOT's step counters) over the weights.
 """
 
@@ -60,15 +61,7 @@ def measure(task, data):
         # Expected of `never_updated`, at the end of every timed epoch.
         warnings.filterwarnings("ignore", "Training ended at pruning step")
         row = _common.measure_overhead(
-            task,
-            keras,
-            dense,
-            pruned,
-            [kp.UpdatePruningStep()],
-            masks,
-            x,
-            y,
-            (never_updated, [kp.UpdatePruningStep()]),
+            task, keras, kp.UpdatePruningStep, dense, pruned, never_updated, masks, x, y
         )
     row["mask_update_ms"] = 1000 * mask_update_seconds(pruned)
     return row

@@ -168,28 +168,21 @@ def _paired_differences(section):
     local, theirs = section["methods"].get("local"), section["methods"].get("tfmot")
     if not local or not theirs:
         return ""
-    cells = []
-    for s in section["setup"]["sparsities"]:
-        ours, other = local.get(str(s)), theirs.get(str(s))
-        if not ours or not other or ours.get("seeds") != other.get("seeds"):
-            continue
-        gaps = [
-            100 * (a - b)
-            for a, b in zip(ours["accuracies"], other["accuracies"], strict=True)
-        ]
-        cells.append(f"{s:.0%}: " + " / ".join(f"{g:+.2f}" for g in gaps))
-    control, other = section["dense_control"], section["tfmot_dense_control"]
-    if control.get("seeds") == other.get("seeds") and "accuracies" in control:
-        gaps = [
-            100 * (a - b)
-            for a, b in zip(control["accuracies"], other["accuracies"], strict=True)
-        ]
-        cells.append("dense control: " + " / ".join(f"{g:+.2f}" for g in gaps))
-    if not cells:
-        return ""
+
+    def gaps(ours, other):
+        pairs = zip(ours["accuracies"], other["accuracies"], strict=True)
+        return " / ".join(f"{100 * (a - b):+.2f}" for a, b in pairs)
+
+    cells = [
+        f"{s:.0%}: " + gaps(local[str(s)], theirs[str(s)])
+        for s in section["setup"]["sparsities"]
+    ]
+    control = gaps(section["dense_control"], section["tfmot_dense_control"])
     return (
         "Seed by seed (the runs of one seed train on the same batches in both "
-        "frameworks), local minus TFMOT, in points: " + "; ".join(cells) + "."
+        "frameworks), local minus TFMOT, in points: "
+        + "; ".join(cells + [f"dense control: {control}"])
+        + "."
     )
 
 

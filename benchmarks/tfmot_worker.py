@@ -15,8 +15,9 @@ keras-pruning are measured on the same machine in the same minutes. SPEC.json:
   "learning_rate", "seeds", "schedules"}`: the CNN gets the dense weights
   (npz, `layer{i}_w{j}`), is pruned with `PolynomialDecay(**schedules[s])`
   for each sparsity `s`, trained `epochs` with each training seed (on the
-  examples in the order of `_common.training_order`), stripped and evaluated; the mean over seeds is reported, with a dense control
-  trained as long without pruning.
+  examples in the order of `_common.training_order`), stripped and
+  evaluated; the mean over seeds is reported, with a dense control trained
+  as long without pruning.
 - `"out"`: where the JSON result goes.
 """
 
@@ -69,13 +70,13 @@ def overhead(task, data):
     return _common.measure_overhead(
         task,
         tf_keras,
+        sparsity.UpdatePruningStep,
         dense,
         pruned,
-        [sparsity.UpdatePruningStep()],
+        never_updated,
         masks,
         x,
         y,
-        (never_updated, [sparsity.UpdatePruningStep()]),
     )
 
 
