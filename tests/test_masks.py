@@ -667,13 +667,14 @@ def test_global_masks_with_bounds_keep_each_tensor_within_them(sizes, sparsity, 
     masks, _ = global_magnitude_masks(weights, sparsity, bounds=bounds)
     kept = [int(ops.convert_to_numpy(m).sum()) for m in masks]
     # lo = ceil(n (1 - cap)), hi = floor(n (1 - floor)): at least one kept,
-    # and lo wins when no whole count lies between them.
+    # and lo wins when no whole count lies between them. Products within
+    # n * 1e-9 of a whole number count as it (floating-point error).
     lows = [
-        max(math.ceil(n * (1 - cap) - 1e-9), 1)
+        max(math.ceil(n * (1 - cap) - n * 1e-9), 1)
         for n, (_, cap) in zip(sizes, bounds, strict=True)
     ]
     highs = [
-        max(math.floor(n * (1 - floor) + 1e-9), low)
+        max(math.floor(n * (1 - floor) + n * 1e-9), low)
         for n, (floor, _), low in zip(sizes, bounds, lows, strict=True)
     ]
     for n, k, low, high, (floor, cap) in zip(
