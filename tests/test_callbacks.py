@@ -135,6 +135,134 @@ def test_no_warning_once_masks_were_updated():
         model.fit(x, y, batch_size=4, verbose=0, callbacks=[kp.UpdatePruningStep()])
 
 
+class _HoldingProbe(keras.callbacks.Callback):
+    """Records, at every batch, whether the wrappers hold pruned weights at 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.update(
+            w._pruned_held_at_zero for w in kp.pruning_wrappers(self.model)
+        )
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.Adam(0.05),
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+        lambda: keras.optimizers.RMSprop(0.01, momentum=0.5),
+        lambda: keras.optimizers.Adagrad(0.1),
+    ],
+)
+def test_holding_pruned_weights_at_zero_trains_exactly_as_masking_them(optimizer):
+    x, y = _data(n=48)
+    trained = {}
+    for hold in (True, False):
+        keras.utils.set_random_seed(0)
+        schedule = kp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=12, frequency=3)
+        model = kp.prune_low_magnitude(dense_model(), schedule)
+        model.compile(optimizer(), "sparse_categorical_crossentropy")
+        probe = _HoldingProbe()
+        callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=hold)
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=[callback, probe],
+        )
+        assert probe.seen == {hold}
+        trained[hold] = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    assert kp.sparsity_report(model)[0].sparsity == pytest.approx(0.8, abs=0.02)
+    for held, masked in zip(trained[True], trained[False], strict=True):
+        np.testing.assert_array_equal(held, masked)
+
+
+class _WriteAPrunedWeight(keras.callbacks.Callback):
+    """Writes 1 into the first pruned position of the first kernel at batch 3."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch != 3:
+            return
+        sync_trainer_state(self.model)
+        wrapper = kp.pruning_wrappers(self.model)[0]
+        kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+        pruned = ~keras.ops.convert_to_numpy(wrapper.masks[0])
+        kernel[tuple(np.argwhere(pruned)[0])] = 1.0
+        wrapper.layer.kernel.assign(kernel)
+
+
+def test_a_pruned_weight_written_during_fit_is_a_clear_error():
+    x, y = _data(n=48)
+    model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=4))
+    with pytest.raises(ValueError, match="are not 0 everywhere their masks prune"):
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            verbose=0,
+            callbacks=[kp.UpdatePruningStep(), _WriteAPrunedWeight()],
+        )
+    # Masking the weights in every step allows it.
+    model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=4))
+    callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=False)
+    model.fit(
+        x, y, batch_size=8, verbose=0, callbacks=[callback, _WriteAPrunedWeight()]
+    )
+
+
+def test_turning_holding_off_traces_the_training_step_again():
+    # Trained by two fits, the second with a callback that writes pruned
+    # weights: the same whether the first fit held them at 0 or not, so the
+    # second fit's step masks the weights, whatever the first one traced.
+    x, y = _data(n=48)
+    trained = []
+    for hold_first in (True, False):
+        keras.utils.set_random_seed(0)
+        model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=2))
+        first = kp.UpdatePruningStep(hold_pruned_weights_at_zero=hold_first)
+        model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[first])
+        second = kp.UpdatePruningStep(hold_pruned_weights_at_zero=False)
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            shuffle=False,
+            verbose=0,
+            callbacks=[second, _WriteAPrunedWeight()],
+        )
+        trained.append(kp.pruning_wrappers(model)[0].masked_weights()[0])
+    np.testing.assert_array_equal(trained[0], trained[1])
+
+
+def test_pruned_weights_written_between_fits_are_zeroed_at_the_first_batch():
+    x, y = _data(n=48)
+    model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=6))
+    callback = kp.UpdatePruningStep()
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[callback])  # steps 1-6
+    wrapper = kp.pruning_wrappers(model)[0]
+    pruned = ~keras.ops.convert_to_numpy(wrapper.masks[0])
+    kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+    kernel[pruned] = 5.0
+    wrapper.layer.kernel.assign(kernel)
+    # Outside fit(), a training call masks the weights.
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(x, training=True)),
+        keras.ops.convert_to_numpy(model(x, training=False)),
+    )
+    # Steps 7-11 update no mask: the first batch zeroes them.
+    model.fit(x[:40], y[:40], batch_size=8, verbose=0, callbacks=[callback])
+    assert wrapper.pruning_step == 11
+    kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+    assert np.all(kernel[~keras.ops.convert_to_numpy(wrapper.masks[0])] == 0)
+    assert not np.any(kernel == 5.0)
+
+
 def _read_scalars(log_dir):
     import tensorflow as tf
 

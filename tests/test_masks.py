@@ -11,6 +11,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from conftest import gradients
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -720,3 +721,27 @@ def test_blocks_larger_than_the_weight_are_cut_to_it(block_size, sparsity, pooli
         ops.convert_to_numpy(mask), ops.convert_to_numpy(expected)
     )
     assert float(threshold) == float(expected_threshold)
+
+
+def test_mask_gradient_passes_weights_through_and_masks_their_gradient():
+    rng = np.random.default_rng(0)
+    initial = rng.normal(size=(5, 4)).astype("float32")
+    weights = keras.Variable(initial)
+    mask = rng.random((5, 4)) < 0.5
+    upstream = rng.normal(size=(5, 4)).astype("float32")
+    values = ops.convert_to_numpy(masks._mask_gradient(weights, mask))
+    np.testing.assert_array_equal(values, initial)
+    (gradient,) = gradients(
+        lambda: ops.sum(
+            masks._mask_gradient(weights, mask) * ops.convert_to_tensor(upstream)
+        ),
+        [weights],
+    )
+    np.testing.assert_array_equal(gradient, np.where(mask, upstream, 0.0))
+
+
+def test_pruned_are_zero_looks_only_at_pruned_positions():
+    mask = np.array([[True, False], [False, True]])
+    assert bool(masks._pruned_are_zero(np.array([[3.0, 0.0], [-0.0, 5.0]]), mask))
+    assert not bool(masks._pruned_are_zero(np.array([[3.0, 1e-30], [0.0, 5.0]]), mask))
+    assert not bool(masks._pruned_are_zero(np.array([[0.0, np.nan], [0.0, 0.0]]), mask))

@@ -1,5 +1,6 @@
 """Optimizer first moments of pruned weights: 0 where masks prune, and never
-subnormal, after every mask update in `fit`; second moments left alone."""
+subnormal, after every mask update in `fit`; second moments left alone; which
+optimizers then hold pruned weights at 0."""
 
 import keras
 import numpy as np
@@ -7,7 +8,10 @@ import pytest
 from keras import ops
 
 import keras_pruning as kp
-from keras_pruning._optimizer_slots import clear_pruned_moments
+from keras_pruning._optimizer_slots import (
+    clear_pruned_moments,
+    holds_pruned_weights_at_zero,
+)
 from tests.conftest import dense_model
 
 pytestmark = pytest.mark.backends
@@ -24,6 +28,20 @@ def _slot(optimizer, weight, suffix):
     name = f"{weight.path.replace('/', '_')}_{suffix}"
     (slot,) = [v for v in optimizer.variables if v.name == name]
     return ops.convert_to_numpy(slot)
+
+
+def _pruned_over_four_updates(optimizer):
+    """A model trained 16 steps with `optimizer` while sparsity rises to 75%
+    over four mask updates (steps 2 to 8): weights are pruned after their
+    moments have built up."""
+    x, y = _data()
+    schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
+    model = kp.prune_low_magnitude(dense_model(), schedule)
+    model.compile(optimizer, LOSS)
+    model.fit(
+        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()]
+    )
+    return model
 
 
 @pytest.mark.parametrize(
@@ -64,20 +82,18 @@ def _slot(optimizer, weight, suffix):
             ("average_gradient",),
             ("velocity",),
         ),
+        (lambda: keras.optimizers.Adagrad(0.1), (), ("accumulator",)),
+        (
+            lambda: keras.optimizers.Adadelta(1.0),
+            (),
+            ("accumulated_grad", "accumulated_delta_var"),
+        ),
     ],
 )
 def test_fit_leaves_no_first_moment_and_no_weight_at_pruned_positions(
     optimizer, cleared, kept
 ):
-    x, y = _data()
-    # Sparsity rises over four updates: weights are pruned after their
-    # moments have built up.
-    schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
-    model = kp.prune_low_magnitude(dense_model(), schedule)
-    model.compile(optimizer(), LOSS)
-    model.fit(
-        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()]
-    )
+    model = _pruned_over_four_updates(optimizer())
     # The steps after the last update (step 8) keep zero moments at 0.
     for wrapper in kp.pruning_wrappers(model):
         for weight, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):
@@ -178,3 +194,64 @@ def test_channel_and_pending_updates_clear_first_moments():
                 assert np.any(moments[~pruned_positions] != 0)
                 checked += 1
         assert checked >= 2
+
+
+class _AdamVariant(keras.optimizers.Adam):
+    pass
+
+
+@pytest.mark.parametrize(
+    "optimizer, holds",
+    [
+        (lambda: keras.optimizers.Adam(), True),
+        (lambda: keras.optimizers.AdamW(weight_decay=0.1), True),
+        (lambda: keras.optimizers.SGD(momentum=0.9, nesterov=True), True),
+        (lambda: keras.optimizers.Adadelta(), True),
+        (
+            lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.RMSprop()),
+            True,
+        ),
+        (lambda: None, False),
+        (lambda: keras.optimizers.Ftrl(), False),
+        (lambda: keras.optimizers.Muon(), False),
+        (lambda: keras.optimizers.Adafactor(), False),
+        (lambda: _AdamVariant(), False),
+        (lambda: keras.optimizers.Adam(use_ema=True), False),
+        (lambda: keras.optimizers.Adam(gradient_accumulation_steps=2), False),
+        (
+            lambda: keras.optimizers.LossScaleOptimizer(
+                keras.optimizers.SGD(use_ema=True)
+            ),
+            False,
+        ),
+    ],
+)
+def test_which_optimizers_hold_pruned_weights_at_zero(optimizer, holds):
+    assert holds_pruned_weights_at_zero(optimizer()) is holds
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.Ftrl(0.5),
+        lambda: keras.optimizers.Adam(0.05, use_ema=True, ema_overwrite_frequency=2),
+        lambda: keras.optimizers.Adam(0.05, gradient_accumulation_steps=3),
+    ],
+)
+def test_optimizers_that_move_pruned_weights_train_with_masked_weights(optimizer):
+    # These optimizers write pruned weights: fit masks the weights in every
+    # step instead of holding them at 0, and raises no error.
+    model = _pruned_over_four_updates(optimizer())
+    moved = 0
+    for wrapper in kp.pruning_wrappers(model):
+        (weight,), (mask,) = wrapper.prunable_weights, wrapper.masks
+        pruned = ~ops.convert_to_numpy(mask)
+        assert pruned.mean() >= 0.7
+        moved += int(np.count_nonzero(ops.convert_to_numpy(weight)[pruned]))
+        # Training calls outside fit() mask them again.
+        probe = np.ones((2,) + tuple(wrapper.input.shape[1:]), "float32")
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(wrapper(probe, training=True)),
+            ops.convert_to_numpy(wrapper(probe, training=False)),
+        )
+    assert moved > 0

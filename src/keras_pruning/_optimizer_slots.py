@@ -10,7 +10,9 @@ the first moments of every pruned weight are set to 0 where the mask prunes
 and where they are subnormal, as TensorFlow and XLA would compute them. With
 a zero gradient and a zero first moment, the optimizers below leave a weight
 entry where it is, whatever their other slots hold, so pruned weights stay at
-the 0 that the mask update wrote.
+the 0 that the mask update wrote. `holds_pruned_weights_at_zero` says when
+that holds; `UpdatePruningStep` then lets the training step mask gradients
+only (`masks._mask_gradient`).
 
 Second moments (Adam's `velocity`) are left alone: their square root is part
 of every step, and PyTorch's CPU `sqrt` of a 784x300 tensor takes 300 to
@@ -37,6 +39,24 @@ _FIRST_MOMENT_SLOTS = {
     keras.optimizers.SGD: ("momentum",),
 }
 
+# Optimizers whose step leaves a weight entry where it is when its gradient
+# and its first moments are 0 (Adagrad and Adadelta have none), matched by
+# exact class (a subclass may update differently), or by the class that
+# Keras's own backend implementation of it (PyTorch's) subclasses.
+_HOLDING_ZEROS = frozenset(
+    {
+        keras.optimizers.Adam,
+        keras.optimizers.AdamW,
+        keras.optimizers.Nadam,
+        keras.optimizers.Adamax,
+        keras.optimizers.Lion,
+        keras.optimizers.RMSprop,
+        keras.optimizers.SGD,
+        keras.optimizers.Adagrad,
+        keras.optimizers.Adadelta,
+    }
+)
+
 _SMALLEST_NORMAL = {
     "float16": 2.0**-14,
     "bfloat16": 2.0**-126,
@@ -59,6 +79,12 @@ def clear_pruned_moments(optimizer, wrappers):
     if not suffixes or not optimizer.built:
         return
     slots = {variable.name: variable for variable in optimizer.variables}
+    # Compiled on JAX: 0.08 ms against 1.1 ms eager for the benchmark MLP's
+    # three kernels. TensorFlow's graph call costs more than its three eager
+    # ops (2.9 against 2.1 ms; all timed by hand).
+    clear = (
+        masks_lib._compiled(_cleared) if keras.backend.backend() == "jax" else _cleared
+    )
     for wrapper in wrappers:
         for weight, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):
             stem = weight.path.replace("/", "_")
@@ -66,7 +92,39 @@ def clear_pruned_moments(optimizer, wrappers):
                 slot = slots.get(f"{stem}_{suffix}")
                 if slot is not None and tuple(slot.shape) == tuple(weight.shape):
                     smallest = _SMALLEST_NORMAL.get(standardize_dtype(slot.dtype), 0.0)
-                    normal = ops.abs(slot) >= smallest
                     slot.assign(
-                        masks_lib.apply_mask(slot, ops.logical_and(mask, normal))
+                        clear(
+                            ops.convert_to_tensor(slot),
+                            ops.convert_to_tensor(mask),
+                            smallest,
+                        )
                     )
+
+
+def _cleared(slot, mask, smallest):
+    """`slot` with 0 where `mask` prunes and where `|slot| < smallest`."""
+    normal = ops.abs(slot) >= smallest
+    return masks_lib.apply_mask(slot, ops.logical_and(mask, normal))
+
+
+def holds_pruned_weights_at_zero(optimizer):
+    """Whether `optimizer` leaves pruned weights at exactly 0 while their
+    gradients are 0 and `clear_pruned_moments` runs after each mask update.
+
+    True for the exact classes of `_HOLDING_ZEROS` (or a `LossScaleOptimizer`
+    around one), without an exponential moving average of the weights
+    (`use_ema`, which writes the average into them) or gradient accumulation
+    (sums from before a mask update are applied after it). False for anything
+    else: `None`, Ftrl (its weights follow an accumulator), Muon (it mixes the
+    entries of an update), other optimizers.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    kind = type(optimizer)
+    classes = (
+        kind.__mro__ if kind.__module__.startswith("keras.src.backend.") else [kind]
+    )
+    return (
+        any(c in _HOLDING_ZEROS for c in classes)
+        and not getattr(optimizer, "use_ema", False)
+        and not getattr(optimizer, "gradient_accumulation_steps", None)
+    )

@@ -506,15 +506,51 @@ def _multiply_by_mask(weights, mask):
     step, computed as TFMOT computes them.
 
     Equal to `apply_mask(weights, mask)` while the pruned weights are finite
-    (a mask update sets them to 0; for the optimizers of `_optimizer_slots`,
-    a zero gradient and a zero first moment keep them there). One product,
-    which the backward pass repeats, is cheaper than a `where` on every
-    backend, and much cheaper on PyTorch's CPU kernels, where `where` slows
-    down as masks get sparser (784x300: 68 us unpruned, 443 us half pruned,
-    against 17 us for a product).
+    (a mask update sets them to 0). One product, which the backward pass
+    repeats, is cheaper than a `where` on every backend, and much cheaper on
+    PyTorch's CPU kernels, where `where` slows down as masks get sparser
+    (784x300: 68 us unpruned, 443 us half pruned, against 17 us for a
+    product).
     """
     weights, mask = ops.convert_to_tensor(weights), ops.convert_to_tensor(mask)
     return weights * ops.cast(mask, weights.dtype)
+
+
+def _mask_gradient(weights, mask):
+    """Returns `weights` unchanged, with gradient `dL/dw * cast(mask)`.
+
+    The effective weights of a training step while every pruned weight is
+    exactly 0: then `weights == weights * mask`, and both have the same
+    gradient, but the forward pass computes no product. The benchmark MLP's
+    step with masks never updated, timed by hand against dense: 1.10 to 1.12x
+    with the product, 1.01 to 1.05x without, on TensorFlow and JAX.
+    """
+    weights, mask = ops.convert_to_tensor(weights), ops.convert_to_tensor(mask)
+
+    @ops.custom_gradient
+    def identity(weights):
+        def grad(*args, upstream=None, variables=None):
+            del variables
+            if upstream is None:
+                (upstream,) = args
+            return upstream * ops.cast(mask, upstream.dtype)
+
+        return weights, grad
+
+    return identity(weights)
+
+
+def _pruned_are_zero(weights, masks):
+    """Whether every weight that its mask prunes is exactly 0, for lists of
+    weights and their masks (a boolean scalar)."""
+    return ops.all(
+        ops.stack(
+            [
+                ops.all(ops.logical_or(mask, ops.equal(w, 0)))
+                for w, mask in zip(weights, masks, strict=True)
+            ]
+        )
+    )
 
 
 def apply_mask(weights, mask):

@@ -208,6 +208,37 @@ def _relative_name(weight, layer):
     return "_".join(parts) or weight.name
 
 
+def _pruned_at_zero(wrappers):
+    """Whether every weight that the masks of `wrappers` prune is exactly 0
+    (one compiled check of all of them)."""
+    weights = [ops.convert_to_tensor(w) for x in wrappers for w in x._prunable_weights]
+    masks = [ops.convert_to_tensor(m) for x in wrappers for m in x._masks]
+    if not weights:
+        return True
+    return bool(masks_lib._compiled(masks_lib._pruned_are_zero)(weights, masks))
+
+
+def _check_pruned_at_zero(wrappers):
+    """ValueError naming the first of `wrappers` that holds its pruned weights
+    at 0 (during `fit`) and has one that is not 0: a training step then used
+    it unmasked."""
+    held = [wrapper for wrapper in wrappers if wrapper._pruned_held_at_zero]
+    if _pruned_at_zero(held):
+        return
+    wrapper = next(w for w in held if not _pruned_at_zero([w]))
+    paths = [weight.path for weight in wrapper._prunable_weights]
+    raise ValueError(
+        f"Weights {paths} of layer {wrapper.layer.name!r} are not 0 everywhere "
+        f"their masks prune them, at pruning step {wrapper._pruning_step}. "
+        "During fit(), UpdatePruningStep holds pruned weights at 0 and the "
+        "training step masks only their gradients, so something other than the "
+        "model's optimizer (a callback, an assignment, another optimizer) "
+        "changed them and training used them. Change weights between fit() "
+        "calls, or pass `UpdatePruningStep(hold_pruned_weights_at_zero=False)` "
+        "to mask the weights in every training step."
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_pruning")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a layer and prunes its weights by magnitude.
@@ -218,7 +249,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     kernel), so the wrapped layer computes with sparse weights on every
     backend, and the gradient of a pruned weight is zero. Masks are updated
     between training steps by `UpdatePruningStep`, following the schedule;
-    inference never changes weights or masks.
+    inference never changes weights or masks. While that callback holds the
+    pruned weights at exactly 0 (see its `hold_pruned_weights_at_zero`), a
+    training step uses `w` itself, equal to `w * mask` then, and masks only
+    its gradient.
 
     Args:
         layer: the `keras.layers.Layer` to prune. Its type must be supported
@@ -360,6 +394,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # The pruning step of the model, written by UpdatePruningStep: -1 until
         # training starts; the first training batch is step 1.
         self._pruning_step = -1
+        # Set by UpdatePruningStep for the duration of `fit`.
+        self._pruned_held_at_zero = False
         self._prunable_weights = []
         self._masks = []
         self._thresholds = []
@@ -471,8 +507,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "call its `on_train_begin()` and `on_train_batch_begin()` in a "
                 "custom training loop."
             )
+        effective = (
+            masks_lib._mask_gradient
+            if training is True and self._pruned_held_at_zero
+            else masks_lib._multiply_by_mask
+        )
         values = {
-            id(weight): masks_lib._multiply_by_mask(weight, mask)
+            id(weight): effective(weight, mask)
             for weight, mask in zip(self._prunable_weights, self._masks, strict=True)
         }
         if self._gradients:

@@ -18,6 +18,7 @@ from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.structured import _channels
 from keras_pruning.structured._graph import Analysis, layer_weights
 from keras_pruning.structured._surgery import shrink
+from keras_pruning.wrapper import _check_pruned_at_zero
 
 
 def _side(key):
@@ -123,6 +124,7 @@ class ChannelMasks:
         if not due:
             return False
         sync_trainer_state(self.model)
+        _check_pruned_at_zero(list(self.wrapper_of.values()))
         for wrapper in self.wrapper_of.values():
             wrapper._check_finite()
         effective = self._effective()
