@@ -549,9 +549,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         group of `g` keeps its `g - m` best) and writes `e * new_mask` into
         the weight. Masked weights score 0, so a pruned weight stays pruned
         while sparsity does not decrease, and whatever an optimizer writes at
-        pruned positions is reset to 0 (the training step multiplies it by 0,
-        so until then it only has to be finite). Gradient accumulators
-        restart at 0.
+        pruned positions is reset to 0 (a training step that masks the
+        weights multiplies it by 0, so until then it only has to be finite;
+        while `UpdatePruningStep` holds pruned weights at 0, the optimizer
+        leaves them there). Gradient accumulators restart at 0.
         Runs eagerly, between training steps.
 
         Raises:
