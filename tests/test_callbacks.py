@@ -206,11 +206,14 @@ def test_a_pruned_weight_written_during_fit_is_a_clear_error():
             y,
             batch_size=8,
             verbose=0,
-            callbacks=[kp.UpdatePruningStep(), _WriteAPrunedWeight()],
+            callbacks=[
+                kp.UpdatePruningStep(hold_pruned_weights_at_zero=True),
+                _WriteAPrunedWeight(),
+            ],
         )
-    # Masking the weights in every step allows it.
+    # Masking the weights in every step (the default) allows it.
     model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=4))
-    callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=False)
+    callback = kp.UpdatePruningStep()
     model.fit(
         x, y, batch_size=8, verbose=0, callbacks=[callback, _WriteAPrunedWeight()]
     )
@@ -240,10 +243,74 @@ def test_turning_holding_off_traces_the_training_step_again():
     np.testing.assert_array_equal(trained[0], trained[1])
 
 
+def test_held_weights_survive_masks_changed_between_fits():
+    # Adam's momentum builds up, then masks change outside fit(): the next
+    # fit starts with the newly pruned weights and their first moments at 0.
+    x, y = _data(n=48)
+    model = kp.prune_low_magnitude(dense_model(), kp.ConstantSparsity(0.5, 0))
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=True)
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[callback])
+    for wrapper in kp.pruning_wrappers(model):
+        wrapper.update_masks(0.8)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+    for wrapper in kp.pruning_wrappers(model):
+        kernel = keras.ops.convert_to_numpy(wrapper.layer.kernel)
+        pruned = ~keras.ops.convert_to_numpy(wrapper.masks[0])
+        assert pruned.mean() >= 0.75 and np.all(kernel[pruned] == 0)
+
+
+def _sharing_a_path():
+    # Two functional sub-models with a layer named "fc" each: both kernels'
+    # paths are "fc/kernel".
+    def block(name):
+        inputs = keras.Input((8,))
+        return keras.Model(inputs, keras.layers.Dense(8, name="fc")(inputs), name=name)
+
+    inputs = keras.Input((8,))
+    added = keras.layers.Add()([block("a")(inputs), block("b")(inputs)])
+    return keras.Model(inputs, keras.layers.Dense(3)(added))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: keras.Sequential(
+            [
+                keras.Input((8,)),
+                keras.layers.Dense(
+                    16, kernel_regularizer=keras.regularizers.OrthogonalRegularizer()
+                ),
+                keras.layers.Dense(3),
+            ]
+        ),
+        lambda: keras.Sequential(
+            [
+                keras.Input((8,)),
+                keras.layers.Dense(16, kernel_constraint=keras.constraints.MaxNorm(1)),
+                keras.layers.Dense(3),
+            ]
+        ),
+        _sharing_a_path,
+    ],
+)
+def test_weights_that_more_than_gradients_move_are_not_held(build):
+    # A regularizer with a gradient at 0, a constraint, or slots that the
+    # moment clearing cannot tell apart: the step masks the weights instead.
+    x, y = _data(n=48)
+    schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=6, frequency=2)
+    model = kp.prune_low_magnitude(build(), schedule)
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    probe = _HoldingProbe()
+    callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=True)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback, probe])
+    assert probe.seen == {False}
+
+
 def test_pruned_weights_written_between_fits_are_zeroed_at_the_first_batch():
     x, y = _data(n=48)
     model = _compiled(kp.ConstantSparsity(0.5, 0, frequency=6))
-    callback = kp.UpdatePruningStep()
+    callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=True)
     model.fit(x, y, batch_size=8, verbose=0, callbacks=[callback])  # steps 1-6
     wrapper = kp.pruning_wrappers(model)[0]
     pruned = ~keras.ops.convert_to_numpy(wrapper.masks[0])

@@ -30,17 +30,17 @@ def _slot(optimizer, weight, suffix):
     return ops.convert_to_numpy(slot)
 
 
-def _pruned_over_four_updates(optimizer):
+def _pruned_over_four_updates(optimizer, hold=False):
     """A model trained 16 steps with `optimizer` while sparsity rises to 75%
     over four mask updates (steps 2 to 8): weights are pruned after their
-    moments have built up."""
+    moments have built up. `hold`: `UpdatePruningStep`'s
+    `hold_pruned_weights_at_zero`."""
     x, y = _data()
     schedule = kp.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
     model = kp.prune_low_magnitude(dense_model(), schedule)
     model.compile(optimizer, LOSS)
-    model.fit(
-        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[kp.UpdatePruningStep()]
-    )
+    callback = kp.UpdatePruningStep(hold_pruned_weights_at_zero=hold)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
     return model
 
 
@@ -239,9 +239,9 @@ def test_which_optimizers_hold_pruned_weights_at_zero(optimizer, holds):
     ],
 )
 def test_optimizers_that_move_pruned_weights_train_with_masked_weights(optimizer):
-    # These optimizers write pruned weights: fit masks the weights in every
-    # step instead of holding them at 0, and raises no error.
-    model = _pruned_over_four_updates(optimizer())
+    # These optimizers write pruned weights: asked to hold them at 0, fit
+    # masks the weights in every step instead, and raises no error.
+    model = _pruned_over_four_updates(optimizer(), hold=True)
     moved = 0
     for wrapper in kp.pruning_wrappers(model):
         (weight,), (mask,) = wrapper.prunable_weights, wrapper.masks

@@ -11,8 +11,8 @@ and where they are subnormal, as TensorFlow and XLA would compute them. With
 a zero gradient and a zero first moment, the optimizers below leave a weight
 entry where it is, whatever their other slots hold, so pruned weights stay at
 the 0 that the mask update wrote. `holds_pruned_weights_at_zero` says when
-that holds; `UpdatePruningStep` then lets the training step mask gradients
-only (`masks._mask_gradient`).
+that holds; `UpdatePruningStep(hold_pruned_weights_at_zero=True)` then
+lets the training step mask gradients only (`masks._mask_gradient`).
 
 Second moments (Adam's `velocity`) are left alone: their square root is part
 of every step, and PyTorch's CPU `sqrt` of a 784x300 tensor takes 300 to

@@ -68,6 +68,28 @@ def _wrappers_of(unit):
     return unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
 
 
+_ZERO_KEEPING_REGULARIZERS = (
+    keras.regularizers.L1,
+    keras.regularizers.L2,
+    keras.regularizers.L1L2,
+)
+
+
+def _weights_stay_at_zero(wrappers):
+    """Whether nothing but the gradient moves the wrappers' pruned weights:
+    no constraint, no regularizer whose gradient at 0 may not be 0 (L1, L2
+    and L1L2 have 0 there), and no two weights sharing a path, which would
+    share the optimizer slot names that `clear_pruned_moments` looks up."""
+    weights = [w for wrapper in wrappers for w in wrapper.prunable_weights]
+    paths = [w.path for w in weights]
+    return len(set(paths)) == len(paths) and all(
+        getattr(w, "constraint", None) is None
+        and type(getattr(w, "regularizer", None))
+        in (type(None),) + _ZERO_KEEPING_REGULARIZERS
+        for w in weights
+    )
+
+
 def _require_tensorboard():
     if importlib.util.find_spec("tensorboard") is None:
         raise ImportError(
@@ -93,24 +115,30 @@ class UpdatePruningStep(keras.callbacks.Callback):
     once, then `on_train_batch_begin(batch)` before every step.
 
     Args:
-        hold_pruned_weights_at_zero: if True and the model's optimizer is one
-            whose step leaves a weight with zero gradient and zero first
-            moments at 0 (Keras's Adam, AdamW, Nadam, Adamax, Lion, RMSprop,
-            SGD, Adagrad or Adadelta, without `use_ema` or gradient
-            accumulation), pruned weights are held at exactly 0 during
-            training (set at the first batch and by every mask update), and
-            each training step masks only their gradients, skipping the
-            product `w * mask` of the forward pass: the same results, faster.
-            Mask updates and the end of training check that the pruned
-            weights are still 0 and raise ValueError if something else
-            wrote them. Set False to mask the weights in every training step,
-            as TFMOT does, whatever writes them. Defaults to True.
+        hold_pruned_weights_at_zero: an opt-in speed-up. If True, and the
+            model's optimizer is one whose step leaves a weight with zero
+            gradient and zero first moments at 0 (Keras's Adam, AdamW, Nadam,
+            Adamax, Lion, RMSprop, SGD, Adagrad or Adadelta, without
+            `use_ema` or gradient accumulation), and no pruned weight has a
+            constraint or a regularizer other than L1/L2, pruned weights are
+            held at exactly 0 during training (set, with their first
+            moments, at the first batch, and by every mask update), and each
+            training step masks only their gradients, skipping the product
+            `w * mask` of the forward pass. Mask updates and `on_train_end`
+            check that the pruned weights are still 0 and raise ValueError
+            if something else wrote them. Only the model's optimizer may
+            write pruned weights while training; a training step traced
+            while holding keeps skipping the product until the callback
+            traces it again, so after a `fit` that stopped on an error, or
+            for training without this callback, use a new callback with the
+            default. Defaults to False: every training step masks the
+            weights, as TFMOT does, whatever writes them.
 
     Examples:
         >>> model.fit(x, y, callbacks=[keras_pruning.UpdatePruningStep()])
     """
 
-    def __init__(self, hold_pruned_weights_at_zero=True):
+    def __init__(self, hold_pruned_weights_at_zero=False):
         super().__init__()
         if not isinstance(hold_pruned_weights_at_zero, bool):
             raise TypeError(
@@ -152,8 +180,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if global_:
             self._units.append(GlobalMasks(global_))
         self._step = self._model_step()
-        self._holding = self.hold_pruned_weights_at_zero and (
-            holds_pruned_weights_at_zero(getattr(self.model, "optimizer", None))
+        self._holding = (
+            self.hold_pruned_weights_at_zero
+            and holds_pruned_weights_at_zero(getattr(self.model, "optimizer", None))
+            and _weights_stay_at_zero(self._wrappers)
         )
         # A training step traced while weights were held (or not) is traced
         # again when that changes: `fit` reads `train_function` at every step.
@@ -216,12 +246,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._step = self._model_step()
             self._step_read = True
             if self._holding:
-                # Whatever was written between fit() calls (here, after
-                # BackupAndRestore), the pruned weights start training at 0.
+                # Whatever was written between fit() calls (weights, masks,
+                # here after BackupAndRestore), the pruned weights and their
+                # first moments start training at 0.
                 sync_trainer_state(self.model)
                 if not _pruned_at_zero(self._wrappers):
                     for wrapper in self._wrappers:
                         wrapper._write_masked_weights()
+                self._clear_moments(self._wrappers)
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._set_step(self._step)

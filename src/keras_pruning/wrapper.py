@@ -234,8 +234,9 @@ def _check_pruned_at_zero(wrappers):
         "training step masks only their gradients, so something other than the "
         "model's optimizer (a callback, an assignment, another optimizer) "
         "changed them and training used them. Change weights between fit() "
-        "calls, or pass `UpdatePruningStep(hold_pruned_weights_at_zero=False)` "
-        "to mask the weights in every training step."
+        "calls, or use `UpdatePruningStep()` without "
+        "`hold_pruned_weights_at_zero=True`: it masks the weights in every "
+        "training step."
     )
 
 
@@ -250,8 +251,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     backend, and the gradient of a pruned weight is zero. Masks are updated
     between training steps by `UpdatePruningStep`, following the schedule;
     inference never changes weights or masks. While that callback holds the
-    pruned weights at exactly 0 (see its `hold_pruned_weights_at_zero`), a
-    training step uses `w` itself, equal to `w * mask` then, and masks only
+    pruned weights at exactly 0 (an opt-in: its `hold_pruned_weights_at_zero`),
+    a training step uses `w` itself, equal to `w * mask` then, and masks only
     its gradient.
 
     Args:
@@ -728,9 +729,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def save_own_variables(self, store):
         # Keras saves the wrapper before the wrapped layer: zeroing the pruned
-        # weights here makes every checkpoint hold sparse weights. The training
-        # step multiplies pruned positions by 0, so this changes nothing in
-        # training.
+        # weights here makes every checkpoint hold sparse weights. A training
+        # step multiplies pruned positions by 0 (or holds them at 0 already),
+        # so this changes nothing in training.
         self._write_masked_weights()
         super().save_own_variables(store)
         store[_STEP_KEY] = np.asarray(self._pruning_step, dtype="int64")
