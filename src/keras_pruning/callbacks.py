@@ -278,14 +278,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._apply_pending()
         if self._wrappers is None:
             return
-        try:
-            sync_trainer_state(self.model)
-            _check_pruned_at_zero(self._wrappers)
-        finally:
-            # Outside fit(), training calls mask the weights again.
-            self._holding = False
-            for wrapper in self._wrappers:
-                wrapper._pruned_held_at_zero = False
+        if self._holding:
+            try:
+                sync_trainer_state(self.model)
+                _check_pruned_at_zero(self._wrappers)
+            finally:
+                # Outside fit(), training calls mask the weights again.
+                self._holding = False
+                for wrapper in self._wrappers:
+                    wrapper._pruned_held_at_zero = False
         if self._updated:
             return
         dense = [
