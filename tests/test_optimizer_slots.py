@@ -227,7 +227,7 @@ class _AdamVariant(keras.optimizers.Adam):
     ],
 )
 def test_which_optimizers_hold_pruned_weights_at_zero(optimizer, holds):
-    assert holds_pruned_weights_at_zero(optimizer()) is holds
+    assert holds_pruned_weights_at_zero(optimizer(), []) is holds
 
 
 @pytest.mark.parametrize(

@@ -107,24 +107,43 @@ def _cleared(slot, mask, smallest):
     return masks_lib.apply_mask(slot, ops.logical_and(mask, normal))
 
 
-def holds_pruned_weights_at_zero(optimizer):
-    """Whether `optimizer` leaves pruned weights at exactly 0 while their
-    gradients are 0 and `clear_pruned_moments` runs after each mask update.
+_ZERO_KEEPING_REGULARIZERS = (
+    keras.regularizers.L1,
+    keras.regularizers.L2,
+    keras.regularizers.L1L2,
+)
+
+
+def holds_pruned_weights_at_zero(optimizer, weights):
+    """Whether `optimizer` leaves the pruned entries of `weights` at exactly 0
+    while their gradients are 0 and `clear_pruned_moments` runs after each
+    mask update.
 
     True for the exact classes of `_HOLDING_ZEROS` (or a `LossScaleOptimizer`
     around one), without an exponential moving average of the weights
     (`use_ema`, which writes the average into them) or gradient accumulation
-    (sums from before a mask update are applied after it). False for anything
-    else: `None`, Ftrl (its weights follow an accumulator), Muon (it mixes the
-    entries of an update), other optimizers.
+    (sums from before a mask update are applied after it), and for weights
+    that nothing else moves: no constraint, no regularizer whose gradient at
+    0 may not be 0 (L1, L2 and L1L2 have 0 there), no two sharing a path
+    (they would share the slot names `clear_pruned_moments` looks up). False
+    otherwise: `None`, Ftrl (its weights follow an accumulator), Muon (it
+    mixes the entries of an update), other optimizers.
     """
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     kind = type(optimizer)
     classes = (
         kind.__mro__ if kind.__module__.startswith("keras.src.backend.") else [kind]
     )
+    paths = [w.path for w in weights]
     return (
         any(c in _HOLDING_ZEROS for c in classes)
         and not getattr(optimizer, "use_ema", False)
         and not getattr(optimizer, "gradient_accumulation_steps", None)
+        and len(set(paths)) == len(paths)
+        and all(
+            getattr(w, "constraint", None) is None
+            and type(getattr(w, "regularizer", None))
+            in (type(None),) + _ZERO_KEEPING_REGULARIZERS
+            for w in weights
+        )
     )

@@ -68,28 +68,6 @@ def _wrappers_of(unit):
     return unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
 
 
-_ZERO_KEEPING_REGULARIZERS = (
-    keras.regularizers.L1,
-    keras.regularizers.L2,
-    keras.regularizers.L1L2,
-)
-
-
-def _weights_stay_at_zero(wrappers):
-    """Whether nothing but the gradient moves the wrappers' pruned weights:
-    no constraint, no regularizer whose gradient at 0 may not be 0 (L1, L2
-    and L1L2 have 0 there), and no two weights sharing a path, which would
-    share the optimizer slot names that `clear_pruned_moments` looks up."""
-    weights = [w for wrapper in wrappers for w in wrapper.prunable_weights]
-    paths = [w.path for w in weights]
-    return len(set(paths)) == len(paths) and all(
-        getattr(w, "constraint", None) is None
-        and type(getattr(w, "regularizer", None))
-        in (type(None),) + _ZERO_KEEPING_REGULARIZERS
-        for w in weights
-    )
-
-
 def _require_tensorboard():
     if importlib.util.find_spec("tensorboard") is None:
         raise ImportError(
@@ -180,10 +158,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if global_:
             self._units.append(GlobalMasks(global_))
         self._step = self._model_step()
-        self._holding = (
-            self.hold_pruned_weights_at_zero
-            and holds_pruned_weights_at_zero(getattr(self.model, "optimizer", None))
-            and _weights_stay_at_zero(self._wrappers)
+        self._holding = self.hold_pruned_weights_at_zero and (
+            holds_pruned_weights_at_zero(
+                getattr(self.model, "optimizer", None),
+                [w for wrapper in self._wrappers for w in wrapper.prunable_weights],
+            )
         )
         # A training step traced while weights were held (or not) is traced
         # again when that changes: `fit` reads `train_function` at every step.
