@@ -414,3 +414,57 @@ def test_callbacks_keep_keras_async_dispatch(tmp_path):
     assert per_epoch.on_train_batch_end.__func__ is default
     per_batch = kp.PruningSummaries(tmp_path, update_freq=5)
     assert per_batch.on_train_batch_end.__func__ is not default
+
+
+def _two_layer_update(model, step):
+    """Runs the callback's batch hook until `step`, as fit() would."""
+    callback = kp.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    for batch in range(step):
+        callback.on_train_batch_begin(batch)
+    return callback
+
+
+def test_layers_due_together_get_the_masks_each_would_get_alone():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            kp.PruneLowMagnitude(
+                keras.layers.Dense(16), kp.ConstantSparsity(0.5, 0, frequency=2)
+            ),
+            kp.PruneLowMagnitude(
+                keras.layers.Dense(3), kp.ConstantSparsity(0.75, 0, frequency=2)
+            ),
+        ]
+    )
+    wrappers = kp.pruning_wrappers(model)
+    weights = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+
+    _two_layer_update(model, 2)  # both are due at step 2
+    together = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    for variable, value in zip(model.weights, weights, strict=True):
+        variable.assign(value)
+    for wrapper, sparsity in zip(wrappers, (0.5, 0.75), strict=True):
+        wrapper.update_masks(sparsity)
+    alone = [keras.ops.convert_to_numpy(v) for v in model.weights]
+
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    masks = [keras.ops.convert_to_numpy(w.masks[0]) for w in wrappers]
+    assert [1.0 - m.mean() for m in masks] == pytest.approx([0.5, 0.75], abs=0.02)
+
+
+def test_non_finite_weight_of_one_layer_changes_no_mask_of_any():
+    model = kp.prune_low_magnitude(
+        dense_model(), kp.ConstantSparsity(0.5, 0, frequency=1)
+    )
+    first, second = kp.pruning_wrappers(model)
+    kernel = keras.ops.convert_to_numpy(second.layer.kernel).copy()
+    kernel[0, 0] = np.nan
+    second.layer.kernel.assign(kernel)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        _two_layer_update(model, 1)
+    for wrapper in (first, second):
+        assert keras.ops.convert_to_numpy(wrapper.masks[0]).all()

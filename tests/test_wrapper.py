@@ -837,3 +837,52 @@ def test_attention_dropout_masks_differ_between_training_calls(rng):
         assert any(not np.array_equal(a, b) for a, b in zip(seeds, middle, strict=True))
     assert not np.allclose(first, second)
     assert not np.allclose(first, inference)
+
+
+@keras.saving.register_keras_serializable(package="test_wrapper")
+class _ScaledInTraining(layers.Layer):
+    """`x @ kernel`, doubled in training: its `call` takes `training`."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], 3))
+
+    def call(self, inputs, training=None):
+        outputs = keras.ops.matmul(inputs, self.kernel)
+        return outputs * 2.0 if training else outputs
+
+    def get_prunable_weights(self):
+        return [self.kernel]
+
+
+def test_wrapped_layer_receives_the_training_flag_of_its_context(rng):
+    wrapper = kp.PruneLowMagnitude(_ScaledInTraining())
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, wrapper(inputs))
+    _start_pruning(model)
+    mask = _random_mask(rng, (4, 3))
+    wrapper.masks[0].assign(mask)
+    x = rng.normal(size=(5, 4)).astype("float32")
+    inference = x @ (_np(wrapper.layer.kernel) * mask)
+    for training, scale in ((False, 1.0), (True, 2.0)):
+        # Directly, and from the model's call (the wrapper's call context).
+        for outputs in (wrapper(x, training=training), model(x, training=training)):
+            np.testing.assert_allclose(_np(outputs), scale * inference, rtol=1e-5)
+
+
+def test_activity_regularizer_of_wrapped_layer_sees_masked_outputs(rng):
+    wrapper = _dense_wrapper(rng)
+    wrapper.layer.activity_regularizer = keras.regularizers.L2(0.1)
+    kernel, bias = _np(wrapper.layer.kernel), _np(wrapper.layer.bias)
+    mask = _random_mask(rng, kernel.shape)
+    wrapper.masks[0].assign(mask)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, wrapper(inputs))
+    _start_pruning(model)
+    x = rng.normal(size=(5, 4)).astype("float32")
+
+    outputs = _np(model(x, training=True))
+    expected = _np(_plain_dense(kernel * mask, bias)(x))
+    np.testing.assert_allclose(outputs, expected, rtol=1e-6)
+    [loss] = model.losses
+    # L2 of the outputs, divided by the batch size as Layer.__call__ does.
+    np.testing.assert_allclose(_np(loss), 0.1 * np.sum(expected**2) / 5, rtol=1e-5)

@@ -79,32 +79,34 @@ def clear_pruned_moments(optimizer, wrappers):
     if not suffixes or not optimizer.built:
         return
     slots = {variable.name: variable for variable in optimizer.variables}
-    # Compiled on JAX: 0.08 ms against 1.1 ms eager for the benchmark MLP's
-    # three kernels. TensorFlow's graph call costs more than its three eager
-    # ops (2.9 against 2.1 ms; all timed by hand).
-    clear = (
-        masks_lib._compiled(_cleared) if keras.backend.backend() == "jax" else _cleared
-    )
+    found, masks, smallest = [], [], []
     for wrapper in wrappers:
         for weight, mask in zip(wrapper.prunable_weights, wrapper.masks, strict=True):
             stem = weight.path.replace("/", "_")
             for suffix in suffixes:
                 slot = slots.get(f"{stem}_{suffix}")
                 if slot is not None and tuple(slot.shape) == tuple(weight.shape):
-                    smallest = _SMALLEST_NORMAL.get(standardize_dtype(slot.dtype), 0.0)
-                    slot.assign(
-                        clear(
-                            ops.convert_to_tensor(slot),
-                            ops.convert_to_tensor(mask),
-                            smallest,
-                        )
-                    )
+                    found.append(slot)
+                    masks.append(ops.convert_to_tensor(mask))
+                    dtype = standardize_dtype(slot.dtype)
+                    smallest.append(_SMALLEST_NORMAL.get(dtype, 0.0))
+    if not found:
+        return
+    # One compiled call for all slots. Timed by hand on TensorFlow: 13.3 to
+    # 13.8 ms against 15.2 to 15.7 ms eager for MobileNetV2, 2.2 to 2.3 ms
+    # against 1.9 ms for the benchmark MLP; 0.07 to 0.19 ms on JAX.
+    slot_values = [ops.convert_to_tensor(slot) for slot in found]
+    cleared = masks_lib._compiled(_cleared)(slot_values, masks, smallest)
+    for slot, value in zip(found, cleared, strict=True):
+        slot.assign(value)
 
 
-def _cleared(slot, mask, smallest):
-    """`slot` with 0 where `mask` prunes and where `|slot| < smallest`."""
-    normal = ops.abs(slot) >= smallest
-    return masks_lib.apply_mask(slot, ops.logical_and(mask, normal))
+def _cleared(slots, masks, smallest):
+    """Each slot with 0 where its mask prunes and where `|slot| < smallest`."""
+    return [
+        masks_lib.apply_mask(slot, ops.logical_and(mask, ops.abs(slot) >= least))
+        for slot, mask, least in zip(slots, masks, smallest, strict=True)
+    ]
 
 
 _ZERO_KEEPING_REGULARIZERS = (

@@ -15,7 +15,12 @@ from keras_pruning._optimizer_slots import (
 )
 from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.prune import pruning_wrappers
-from keras_pruning.wrapper import _check_pruned_at_zero, _pruned_at_zero
+from keras_pruning.wrapper import (
+    PruneLowMagnitude,
+    _check_pruned_at_zero,
+    _pruned_at_zero,
+    _update_unstructured,
+)
 
 __all__ = ("UpdatePruningStep", "PruningSummaries")
 
@@ -206,7 +211,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
         sync_trainer_state(self.model)
         updated = [wrapper for unit, _ in due for wrapper in _wrappers_of(unit)]
         _check_pruned_at_zero(updated)
+        # Unstructured masks of single layers: one compiled call for all.
+        together, alone = [], []
         for unit, sparsity in due:
+            unstructured = isinstance(unit, PruneLowMagnitude) and unit._unstructured
+            (together if unstructured else alone).append((unit, sparsity))
+        _update_unstructured(together)
+        for unit, sparsity in alone:
             unit.update_masks(sparsity)
         self._updated = True
         return updated

@@ -205,23 +205,30 @@ def _select_largest(values, k):
     return ops.cond(too_many, keep_first_ties, lambda: mask), threshold
 
 
-def _update_unstructured(weights, mask, k, scores=None):
-    """One weight's unstructured mask update, on flat tensors with static
-    shapes (compiled).
+def _update_unstructured(weights, masks, counts, scores):
+    """Unstructured mask updates of several weights at once, on flat tensors
+    (compiled: one call for all the weights that an update step sets, with
+    static shapes).
 
-    Scores are `|w * mask|`, or the given `scores` where the mask is True
-    (0 elsewhere). Returns `(finite, new_mask, t, new_weights)`: whether all
-    scores are finite, the mask of the `k` best scores, the smallest kept
-    score, and the weights with every newly pruned entry set to 0.
+    For each weight `w`, its mask, its count `k` and its scores (`None`:
+    `|w * mask|`; else the given scores where the mask is True, 0 elsewhere):
+    the mask of the `k` best scores, the smallest kept score, and `w` with
+    every newly pruned entry set to 0. Returns `(finite, new_masks,
+    thresholds, new_weights)`; `finite` is a boolean vector, whether each
+    weight's scores are all finite, fetched once for all of them.
     """
-    if scores is None:
-        scores = ops.abs(ops.cast(apply_mask(weights, mask), "float32"))
-    else:
-        scores = apply_mask(scores, mask)
-    finite = ops.all(ops.isfinite(scores))
-    new_mask, threshold = _select_largest(scores, k)
-    kept = ops.logical_and(mask, new_mask)
-    return finite, new_mask, threshold, apply_mask(weights, kept)
+    finite, new_masks, thresholds, new_weights = [], [], [], []
+    for w, mask, k, given in zip(weights, masks, counts, scores, strict=True):
+        if given is None:
+            found = ops.abs(ops.cast(apply_mask(w, mask), "float32"))
+        else:
+            found = apply_mask(given, mask)
+        finite.append(ops.all(ops.isfinite(found)))
+        new_mask, threshold = _select_largest(found, k)
+        new_masks.append(new_mask)
+        thresholds.append(threshold)
+        new_weights.append(apply_mask(w, ops.logical_and(mask, new_mask)))
+    return ops.stack(finite), new_masks, thresholds, new_weights
 
 
 def _check_rank(weights, what):
