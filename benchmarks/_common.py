@@ -123,16 +123,26 @@ NEVER_UPDATING_SCHEDULE = {"target_sparsity": 0.8, "begin_step": 10**9}
 
 
 def measure_overhead(
-    task, keras_module, update_step, dense, pruned, never_updated, masks, x, y
+    task,
+    keras_module,
+    update_step,
+    dense,
+    pruned,
+    never_updated,
+    masks,
+    x,
+    y,
+    held=None,
 ):
     """The overhead row of one task: `dense`, `dense` with a no-op per-batch
     callback, `pruned` and `never_updated` (the model pruned with
     `ConstantSparsity(**NEVER_UPDATING_SCHEDULE)`), both trained with an
-    instance of the library's `update_step` callback class, each train
-    epochs of `task["steps"]` steps, interleaved `task["repeats"]` times;
-    ratios are medians of per-round ratios. Memory: `masks` and the whole
-    pruning state over the weights. `keras_module` is `keras` or
-    `tf_keras`."""
+    instance of the library's `update_step` callback class, and `held` if
+    given (pruned as `pruned`, trained with
+    `update_step(hold_pruned_weights_at_zero=True)`), each train epochs of
+    `task["steps"]` steps, interleaved `task["repeats"]` times; ratios are
+    medians of per-round ratios. Memory: `masks` and the whole pruning state
+    over the weights. `keras_module` is `keras` or `tf_keras`."""
     steps = task["steps"]
 
     def fit(model, model_callbacks):
@@ -145,19 +155,26 @@ def measure_overhead(
             callbacks=model_callbacks,
         )
 
-    times = interleaved(
-        {
-            "dense": fit(dense, None),
-            "dense_noop": fit(dense, [noop_batch_callback(keras_module)]),
-            "pruned": fit(pruned, [update_step()]),
-            "never_updated": fit(never_updated, [update_step()]),
-        },
-        task["repeats"],
-    )
+    contenders = {
+        "dense": fit(dense, None),
+        "dense_noop": fit(dense, [noop_batch_callback(keras_module)]),
+        "pruned": fit(pruned, [update_step()]),
+        "never_updated": fit(never_updated, [update_step()]),
+    }
+    if held is not None:
+        contenders["held"] = fit(held, [update_step(hold_pruned_weights_at_zero=True)])
+    times = interleaved(contenders, task["repeats"])
     weight_bytes = variable_bytes(dense.weights)
     mask_bytes = variable_bytes(masks)
     state_bytes = variable_bytes(pruned.weights) - weight_bytes
+    held_row = {}
+    if held is not None:
+        held_row = {
+            "held_ratio": median_ratio(times["held"], times["dense"]),
+            "held_seconds": times["held"],
+        }
     return {
+        **held_row,
         "model": task["model"],
         "parameters": int(dense.count_params()),
         "steps": steps,

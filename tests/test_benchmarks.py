@@ -225,7 +225,13 @@ def test_backend_table_shows_each_backends_ratios_and_mask_update_time():
         "mask_update_ms": 4.96,
     }
     lines = report._backends_md({"backends": {"jax": {"mlp": row}}})
-    assert "| jax | mlp | 2.50 | 1.040x | 1.010x | 1.030x | 1.020x | 5.0 |" in lines
+    assert "| jax | mlp | 2.50 | 1.040x | 1.010x | 1.030x | 1.020x | - | 5.0 |" in lines
+    row["held_ratio"] = 1.007
+    lines = report._backends_md({"backends": {"jax": {"mlp": row}}})
+    assert (
+        "| jax | mlp | 2.50 | 1.040x | 1.010x | 1.030x | 1.020x | 1.007x | 5.0 |"
+        in lines
+    )
 
 
 def test_overhead_table_shows_the_cost_of_masks_never_updated():
@@ -239,12 +245,19 @@ def test_overhead_table_shows_the_cost_of_masks_never_updated():
         "mask_over_weight_bytes": 0.25,
         "state_over_weight_bytes": 0.25,
     }
-    lines = report._overhead_md({"models": {"mlp": {"keras_pruning": row}}})
+    held = {**row, "held_ratio": 1.04}
+    lines = report._overhead_md(
+        {"models": {"mlp": {"keras_pruning": held, "tfmot": row}}}
+    )
     assert (
         "| mlp | 1,234 | keras_pruning | 2.50 | 1.160x | 1.000x | 1.150x | "
-        "1.110x | 0.250 | 0.250 |" in lines
+        "1.110x | 1.040x | 0.250 | 0.250 |" in lines
     )
-    assert "| masks never updated / dense |" in lines[0]
+    assert (
+        "| mlp | 1,234 | tfmot | 2.50 | 1.160x | 1.000x | 1.150x | "
+        "1.110x | - | 0.250 | 0.250 |" in lines
+    )
+    assert "| masks never updated / dense | held at 0 (opt-in) / dense |" in lines[0]
 
 
 def test_loglog_slope_is_the_exponent_of_a_power_law():
