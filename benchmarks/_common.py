@@ -167,14 +167,7 @@ def measure_overhead(
     weight_bytes = variable_bytes(dense.weights)
     mask_bytes = variable_bytes(masks)
     state_bytes = variable_bytes(pruned.weights) - weight_bytes
-    held_row = {}
-    if held is not None:
-        held_row = {
-            "held_ratio": median_ratio(times["held"], times["dense"]),
-            "held_seconds": times["held"],
-        }
-    return {
-        **held_row,
+    row = {
         "model": task["model"],
         "parameters": int(dense.count_params()),
         "steps": steps,
@@ -196,6 +189,10 @@ def measure_overhead(
         "mask_over_weight_bytes": mask_bytes / weight_bytes,
         "state_over_weight_bytes": state_bytes / weight_bytes,
     }
+    if held is not None:
+        row["held_ratio"] = median_ratio(times["held"], times["dense"])
+        row["held_seconds"] = times["held"]
+    return row
 
 
 def overhead_inputs(task, data):

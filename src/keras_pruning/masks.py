@@ -523,6 +523,15 @@ def _multiply_by_mask(weights, mask):
     return weights * ops.cast(mask, weights.dtype)
 
 
+def _upstream(args, upstream):
+    """The upstream gradient that a `keras.ops.custom_gradient` function's
+    `grad` receives: positionally or as `upstream=`, depending on the
+    backend."""
+    if upstream is None:
+        (upstream,) = args
+    return upstream
+
+
 def _mask_gradient(weights, mask):
     """Returns `weights` unchanged, with gradient `dL/dw * cast(mask)`.
 
@@ -538,8 +547,7 @@ def _mask_gradient(weights, mask):
     def identity(weights):
         def grad(*args, upstream=None, variables=None):
             del variables
-            if upstream is None:
-                (upstream,) = args
+            upstream = _upstream(args, upstream)
             return upstream * ops.cast(mask, upstream.dtype)
 
         return weights, grad

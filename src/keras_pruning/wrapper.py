@@ -189,8 +189,7 @@ def _accumulate_gradient(effective, accumulated):
     def identity(effective, accumulated):
         def grad(*args, upstream=None, variables=None):
             del variables
-            if upstream is None:
-                (upstream,) = args
+            upstream = masks_lib._upstream(args, upstream)
             return upstream, accumulated + ops.cast(upstream, accumulated.dtype)
 
         return effective, grad
@@ -207,12 +206,14 @@ def _update_unstructured(updates):
     layer, 6.1 to 6.5 ms together on TensorFlow; 3.1 and 2.6 ms on JAX).
     Nothing is written when a score is not finite.
     """
-    weights, masks, counts, scores = [], [], [], []
+    weights, masks, counts, scores, shapes, spans = [], [], [], [], [], []
     for wrapper, sparsity in updates:
+        start = len(weights)
         gradients = wrapper._gradients or [None] * len(wrapper._masks)
         for weight, mask, gradient in zip(
             wrapper._prunable_weights, wrapper._masks, gradients, strict=True
         ):
+            shapes.append(weight.shape)
             weights.append(ops.reshape(weight, (-1,)))
             masks.append(ops.reshape(mask, (-1,)))
             size = int(np.prod(weight.shape))
@@ -224,20 +225,16 @@ def _update_unstructured(updates):
                     wrapper._criterion_scores(weight, mask, gradient), (-1,)
                 )
             )
+        spans.append((wrapper, slice(start, len(weights))))
     if not weights:
         return
     update = masks_lib._compiled(masks_lib._update_unstructured)
     finite, new_masks, thresholds, new_weights = update(weights, masks, counts, scores)
     finite = list(ops.convert_to_numpy(finite))
-    shapes = [w.shape for wrapper, _ in updates for w in wrapper._prunable_weights]
-    new_masks = [ops.reshape(m, s) for m, s in zip(new_masks, shapes, strict=True)]
-    new_weights = [ops.reshape(w, s) for w, s in zip(new_weights, shapes, strict=True)]
-    spans, start = [], 0
-    for wrapper, _ in updates:
-        spans.append((wrapper, slice(start, start + len(wrapper._masks))))
-        start = spans[-1][1].stop
     for wrapper, span in spans:
         wrapper._raise_if_not_finite(finite[span])
+    new_masks = [ops.reshape(m, s) for m, s in zip(new_masks, shapes, strict=True)]
+    new_weights = [ops.reshape(w, s) for w, s in zip(new_weights, shapes, strict=True)]
     for wrapper, span in spans:
         wrapper._write(new_weights[span], new_masks[span], thresholds[span])
 
