@@ -8,6 +8,7 @@ from keras import ops
 
 import keras_pruning as kp
 from keras_pruning import criteria
+from keras_pruning._global_masks import GlobalMasks
 from keras_pruning.masks import magnitude_mask
 from keras_pruning.structured._gradients import loss_gradients
 from tests.conftest import dense_model, run_in_fresh_process
@@ -132,6 +133,48 @@ def test_a_user_function_cannot_revive_pruned_weights(rng):
     np.testing.assert_array_equal(
         ops.convert_to_numpy(layer.masks[0]), np.arange(24).reshape(6, 4) % 2 == 0
     )
+
+
+def _ties_at_zero(block_size=(1, 1), global_pruning=False):
+    """A taylor-pruned Dense(4) on 6 inputs: rows 0-1 pruned, rows 2-3 scoring
+    1, rows 4-5 kept but scoring 0 (their inputs were always 0, so their
+    gradients are 0): at 50% sparsity, zero-score weights tie with pruned ones,
+    which come first in index order."""
+    layer = kp.PruneLowMagnitude(
+        keras.layers.Dense(4),
+        criterion="taylor",
+        block_size=block_size,
+        global_pruning=global_pruning,
+    )
+    layer.build((None, 6))
+    rows = np.arange(6)[:, None] * np.ones((1, 4))
+    layer.layer.kernel.assign(np.where(rows < 2, 0.0, 1.0).astype("float32"))
+    layer.masks[0].assign(rows >= 2)
+    layer._gradients[0].assign(np.where(rows < 4, 1.0, 0.0).astype("float32"))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "block_size, global_pruning",
+    [((1, 1), False), ((2, 1), False), ((1, 1), True), ((2, 1), True)],
+)
+def test_pruned_weights_stay_pruned_when_kept_ones_score_zero(
+    block_size, global_pruning
+):
+    layer = _ties_at_zero(block_size, global_pruning)
+    if global_pruning:
+        GlobalMasks([layer]).update_masks(0.5)
+    else:
+        layer.update_masks(0.5)
+    mask = ops.convert_to_numpy(layer.masks[0])
+    assert mask.sum() == 12
+    assert not mask[:2].any()
+    assert mask[2:4].all()
+    # So the kept weights are exactly the nonzero ones, and the threshold is
+    # the smallest kept score.
+    kernel = ops.convert_to_numpy(layer.layer.kernel)
+    np.testing.assert_array_equal(kernel != 0, mask)
+    assert float(ops.convert_to_numpy(layer.thresholds[0])) == 0.0
 
 
 def test_a_user_function_of_the_wrong_shape_raises():

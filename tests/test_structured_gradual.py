@@ -83,6 +83,35 @@ def test_pruned_channels_stay_pruned_as_sparsity_grows():
     assert history[-1].sum() == 2
 
 
+def test_a_pruned_channel_stays_pruned_when_a_kept_one_scores_zero():
+    model = keras.Sequential(
+        [keras.Input((3,)), L.Dense(4, name="hidden"), L.Dense(2, name="out")]
+    )
+    hidden, out = model.get_layer("hidden"), model.get_layer("out")
+    hidden.kernel.assign(np.array([[0.1] * 3, [1.0] * 3, [2.0] * 3, [3.0] * 3]).T)
+    schedule = kp.ConstantSparsity(0.25, 0, frequency=1)
+    pruned = kp.prune_low_magnitude(model, schedule, granularity="channel")
+    wrapper = next(w for w in kp.pruning_wrappers(pruned) if w.layer is hidden)
+    callback = kp.UpdatePruningStep()
+    callback.set_model(pruned)
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)  # channel 0, the smallest, is pruned
+    np.testing.assert_array_equal(
+        _channels_kept(wrapper.masks[0], -1), [False, True, True, True]
+    )
+    # Channel 3 now scores 0, as the pruned channel 0 does, which comes first.
+    for variable, value in (
+        (hidden.kernel, np.array([[0.0] * 3, [1.0] * 3, [2.0] * 3, [0.0] * 3]).T),
+        (hidden.bias, np.zeros(4)),
+        (out.kernel, np.ones((4, 2)) * np.array([[0], [1], [1], [0]])),
+    ):
+        variable.assign(value.astype("float32"))
+    callback.on_train_batch_begin(1)
+    np.testing.assert_array_equal(
+        _channels_kept(wrapper.masks[0], -1), [False, True, True, True]
+    )
+
+
 def test_layers_selection_prunes_only_groups_made_by_selected_layers():
     pruned = kp.prune_low_magnitude(
         _branching_cnn(),

@@ -5,8 +5,8 @@ A criterion is a pure function `(weights, gradients) -> scores` of
 the effective (masked) weights, and `gradients` the loss gradients with
 respect to them, summed over the training steps since the last mask update
 (`None` for `magnitude`, which needs none). Scores are taken as absolute
-values, and masked weights always score 0, so they stay pruned while the
-sparsity grows.
+values; masked weights always score 0 and rank below every kept weight, even
+one that scores 0, so they stay pruned while the sparsity grows.
 
 Pass a name or your own function as `criterion=` to `prune_low_magnitude`.
 To save and load a model pruned with your own function, register it with

@@ -205,28 +205,45 @@ def _select_largest(values, k):
     return ops.cond(too_many, keep_first_ties, lambda: mask), threshold
 
 
+# float32's smallest normal number, 2**-126: the lowest score of a kept weight.
+_SMALLEST_KEPT_SCORE = float(np.finfo("float32").tiny)
+
+
+def _ranking_scores(scores, mask):
+    """The scores a mask update ranks: `max(s, 2**-126)` where `mask` keeps,
+    0 where it prunes. A kept weight scoring 0 (a taylor score wherever the
+    gradient is 0, as for an input that is always 0) so ranks above every
+    pruned one, whatever their order: pruned weights stay pruned while the
+    sparsity does not decrease."""
+    scores, mask = ops.convert_to_tensor(scores), ops.convert_to_tensor(mask)
+    return ops.where(mask, ops.maximum(scores, _SMALLEST_KEPT_SCORE), 0.0)
+
+
+def _reported_threshold(threshold):
+    """The smallest kept score of `_ranking_scores`, reported with scores up
+    to `2**-126` as 0."""
+    return ops.where(threshold > _SMALLEST_KEPT_SCORE, threshold, 0.0)
+
+
 def _update_unstructured(weights, masks, counts, scores):
     """Unstructured mask updates of several weights at once, on flat tensors
     (compiled: one call for all the weights that an update step sets, with
     static shapes).
 
     For each weight `w`, its mask, its count `k` and its scores (`None`:
-    `|w * mask|`; else the given scores where the mask is True, 0 elsewhere):
-    the mask of the `k` best scores, the smallest kept score, and `w` with
-    every newly pruned entry set to 0. Returns `(finite, new_masks,
+    `|w|`; else the given scores), ranked where the mask keeps them
+    (`_ranking_scores`): the mask of the `k` best, the smallest kept score
+    (`_reported_threshold`), and `w` with every newly pruned entry set to 0. Returns `(finite, new_masks,
     thresholds, new_weights)`; `finite` is a boolean vector, whether each
     weight's scores are all finite, fetched once for all of them.
     """
     finite, new_masks, thresholds, new_weights = [], [], [], []
     for w, mask, k, given in zip(weights, masks, counts, scores, strict=True):
-        if given is None:
-            found = ops.abs(ops.cast(apply_mask(w, mask), "float32"))
-        else:
-            found = apply_mask(given, mask)
-        finite.append(ops.all(ops.isfinite(found)))
-        new_mask, threshold = _select_largest(found, k)
+        found = ops.abs(ops.cast(w, "float32")) if given is None else given
+        finite.append(ops.all(ops.isfinite(apply_mask(found, mask))))
+        new_mask, threshold = _select_largest(_ranking_scores(found, mask), k)
         new_masks.append(new_mask)
-        thresholds.append(threshold)
+        thresholds.append(_reported_threshold(threshold))
         new_weights.append(apply_mask(w, ops.logical_and(mask, new_mask)))
     return ops.stack(finite), new_masks, thresholds, new_weights
 

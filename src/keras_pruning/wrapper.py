@@ -629,7 +629,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         scores (with a `block_size`: the `k` best of `n` blocks by pooled
         score; with `sparsity_m_by_n=(m, g)`: `sparsity` is ignored and each
         group of `g` keeps its `g - m` best) and writes `e * new_mask` into
-        the weight. Masked weights score 0, so a pruned weight stays pruned
+        the weight. Masked weights score 0 and kept ones at least `2**-126`
+        (float32's smallest normal number), so a pruned weight stays pruned
         while sparsity does not decrease, and whatever an optimizer writes at
         pruned positions is reset to 0 (a training step that masks the
         weights multiplies it by 0, so until then it only has to be finite;
@@ -690,8 +691,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
 
     def _scores(self):
-        """The criterion's float32 score of every prunable weight, 0 where
-        masked; ValueError on NaN or infinity, before any mask changes.
+        """The criterion's float32 score of every prunable weight, as a mask
+        update ranks it (`masks._ranking_scores`: 0 where masked, at least
+        `2**-126` where kept); ValueError on NaN or infinity, before any mask
+        changes.
 
         Only the effective weights are scored and checked: the update sets
         masked positions to 0."""
@@ -703,10 +706,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         ]
         self._raise_if_not_finite([ops.all(ops.isfinite(s)) for s in found])
-        if self.criterion == "magnitude":  # |w * mask| is 0 where masked
-            return found
         return [
-            masks_lib.apply_mask(scores, mask)
+            masks_lib._ranking_scores(scores, mask)
             for scores, mask in zip(found, self._masks, strict=True)
         ]
 
@@ -726,8 +727,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
 
     def _set_masks(self, new_masks, thresholds):
-        """Writes masks and thresholds, zeroes the newly pruned weights and
+        """Writes masks and thresholds (of `_scores`, reported by
+        `masks._reported_threshold`), zeroes the newly pruned weights and
         restarts the gradient accumulators."""
+        thresholds = [masks_lib._reported_threshold(t) for t in thresholds]
         new_weights = [
             masks_lib.apply_mask(weight, ops.logical_and(mask.value, new_mask))
             for weight, mask, new_mask in zip(

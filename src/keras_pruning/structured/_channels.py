@@ -92,9 +92,14 @@ def kept_count(size, sparsity, round_to):
     return min(size, count)
 
 
-def _top(scores, count):
+def _top(scores, count, kept=None):
+    """The `count` best of `scores`, as a boolean vector. Ties go to the
+    channels `kept` (the current ones, so that a pruned channel stays pruned
+    while sparsity does not decrease), then to the lower index."""
+    preferred = np.zeros(len(scores), bool) if kept is None else np.asarray(kept)
+    order = np.lexsort((np.arange(len(scores)), ~preferred, -np.asarray(scores)))
     keep = np.zeros(len(scores), dtype=bool)
-    keep[np.argsort(-scores, kind="stable")[:count]] = True
+    keep[order[:count]] = True
     return keep
 
 

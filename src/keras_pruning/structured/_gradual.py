@@ -132,7 +132,7 @@ class ChannelMasks:
         keep = self.current_keep()
         for g, sparsity in due.items():
             count = _channels.kept_count(self.analysis.groups[g].size, sparsity, 1)
-            keep[g] = _channels._top(scores[g], count)
+            keep[g] = _channels._top(scores[g], count, kept=keep[g])
         self._write(keep)
         return True
 
