@@ -145,7 +145,8 @@ def _overhead_md(section):
                 f"{row['dense_step_ms']:.2f} | {row['ratio']:.3f}x | "
                 f"{row['noop_callback_ratio']:.3f}x | "
                 f"{row['ratio_to_noop_callback']:.3f}x | "
-                f"{row['never_updated_ratio']:.3f}x | {_held(row)} | "
+                f"{_ratio(row, 'never_updated_ratio')} | "
+                f"{_ratio(row, 'held_ratio')} | "
                 f"{row['mask_over_weight_bytes']:.3f} | "
                 f"{row['state_over_weight_bytes']:.3f} |"
             )
@@ -165,10 +166,10 @@ def _overhead_md(section):
     return lines
 
 
-def _held(row):
-    """The opt-in's ratio, or a dash where it was not measured (TFMOT, runs
-    from before it was)."""
-    return f"{row['held_ratio']:.3f}x" if "held_ratio" in row else "-"
+def _ratio(row, key):
+    """`row[key]` as a ratio, or a dash where it was not measured (the opt-in
+    for TFMOT; contenders added after a result file was written)."""
+    return f"{row[key]:.3f}x" if key in row else "-"
 
 
 def _paired_differences(section):
@@ -350,8 +351,8 @@ def _backends_md(section):
                 f"| {backend} | {name} | {row['dense_step_ms']:.2f} | "
                 f"{row['ratio']:.3f}x | {row['noop_callback_ratio']:.3f}x | "
                 f"{row['ratio_to_noop_callback']:.3f}x | "
-                f"{row['never_updated_ratio']:.3f}x | {_held(row)} | "
-                f"{row['mask_update_ms']:.1f} |"
+                f"{_ratio(row, 'never_updated_ratio')} | "
+                f"{_ratio(row, 'held_ratio')} | {row['mask_update_ms']:.1f} |"
             )
     lines += [
         "",

@@ -260,6 +260,23 @@ def test_overhead_table_shows_the_cost_of_masks_never_updated():
     assert "| masks never updated / dense | held at 0 (opt-in) / dense |" in lines[0]
 
 
+def test_tables_show_a_dash_for_contenders_a_result_file_lacks():
+    row = {
+        "parameters": 1234,
+        "dense_step_ms": 2.5,
+        "ratio": 1.16,
+        "noop_callback_ratio": 1.0,
+        "ratio_to_noop_callback": 1.15,
+        "mask_over_weight_bytes": 0.25,
+        "state_over_weight_bytes": 0.25,
+        "mask_update_ms": 4.96,
+    }
+    lines = report._overhead_md({"models": {"mlp": {"keras_pruning": row}}})
+    assert "| 1.150x | - | - | 0.250 |" in lines[2]
+    lines = report._backends_md({"backends": {"jax": {"mlp": row}}})
+    assert "| 1.150x | - | - | 5.0 |" in lines[2]
+
+
 def test_loglog_slope_is_the_exponent_of_a_power_law():
     xs = [1e3, 1e4, 1e5, 1e6]
     assert common.loglog_slope(xs, [2 * x for x in xs]) == pytest.approx(1.0)
