@@ -83,6 +83,25 @@ def test_pruned_channels_stay_pruned_as_sparsity_grows():
     assert history[-1].sum() == 2
 
 
+def test_nested_models_with_the_same_layer_names_shrink_to_the_same_outputs():
+    def block(name, channels):
+        inputs = keras.Input((8, 8, channels))
+        x = L.Conv2D(8, 3, padding="same", activation="relu", name="a")(inputs)
+        return keras.Model(inputs, L.Conv2D(4, 1, name="b")(x), name=name)
+
+    inputs = keras.Input((8, 8, 3))
+    x = block("second", 4)(block("first", 3)(inputs))
+    model = keras.Model(inputs, L.Dense(3)(L.Flatten()(x)))
+    schedule = kp.ConstantSparsity(0.5, 0, frequency=2)
+    pruned = kp.prune_low_magnitude(model, schedule, granularity="channel")
+    x = _fit(pruned)
+    small = kp.strip_pruning(pruned, shrink=True)
+    assert small.count_params() < model.count_params()
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-4
+    )
+
+
 def test_a_pruned_channel_stays_pruned_when_a_kept_one_scores_zero():
     model = keras.Sequential(
         [keras.Input((3,)), L.Dense(4, name="hidden"), L.Dense(2, name="out")]

@@ -128,6 +128,52 @@ def test_softmax_over_channels_stops_the_group():
     assert "mixes channels" in group.reason
 
 
+@pytest.mark.parametrize("activation", ["softmax", "log_softmax"])
+def test_a_softmax_activation_stops_the_group_it_makes(activation):
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            L.Dense(6, name="d1"),
+            L.Dense(5, activation=activation, name="d2"),
+            L.Dense(2, name="d3"),
+        ]
+    )
+    groups = _by_producers(model)
+    assert not groups[("d2",)].prunable
+    assert "its activation" in groups[("d2",)].reason
+    assert groups[("d1",)].prunable  # the layer's input channels still are
+
+
+def test_a_softmax_over_axes_with_the_channels_stops_the_group():
+    def model(axis):
+        return keras.Sequential(
+            [
+                keras.Input((3, 4)),
+                L.Dense(6, name="d1"),
+                L.Softmax(axis=axis),
+                L.Dense(2, name="d2"),
+            ]
+        )
+
+    assert not _by_producers(model([1, 2]))[("d1",)].prunable
+    assert _by_producers(model(1))[("d1",)].prunable  # along time only
+
+
+@pytest.mark.parametrize("axis", [1, [1, 2]])
+def test_layer_normalization_over_other_axes_raises_naming_it(axis):
+    model = keras.Sequential(
+        [
+            keras.Input((3, 4)),
+            L.Dense(6, name="d1"),
+            L.LayerNormalization(axis=axis, name="norm"),
+            L.Dense(2, name="d2"),
+        ]
+    )
+    with pytest.raises(ValueError, match=r"'norm'.*normalizes axis.*ignore=\['norm'\]"):
+        dependency_groups(model)
+    assert not _by_producers(model, ignore=["norm"])[("d1",)].prunable
+
+
 def test_merge_with_a_model_input_keeps_the_group_whole():
     inputs = keras.Input((5,))
     x = L.Dense(5, name="d")(inputs)

@@ -44,11 +44,11 @@ def channel_wrappers(model, select, ignore):
     that makes its channels; the group takes its first producer's schedule.
     """
     analysis = Analysis(model, ignore)
-    by_name = {layer.name: layer for layer, _ in analysis.calls}
     schedule_of = {}
     for group in analysis.groups:
         if group.prunable:
-            schedules = [select(by_name[name]) for name in group.producers]
+            producers = analysis.producer_layers[group.id]
+            schedules = [select(layer) for layer in producers]
             if all(s is not None for s in schedules):
                 schedule_of[group.id] = schedules[0]
     plan = {}
@@ -79,9 +79,8 @@ class ChannelMasks:
             return wrapper is not None and side in wrapper.channel_sides
 
         self.groups = _pruned_groups(self.analysis, is_pruned_side)
-        by_name = {layer.name: layer for layer, _ in self.analysis.calls}
         self.producer_of = {  # the wrapper whose schedule and mask a group follows
-            g: self.wrapper_of[id(by_name[self.analysis.groups[g].producers[0]])]
+            g: self.wrapper_of[id(self.analysis.producer_layers[g][0])]
             for g in self.groups
         }
 

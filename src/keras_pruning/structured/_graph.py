@@ -142,7 +142,7 @@ _CONV_TRANSPOSES = (
 )
 _SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
 _DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
-_CROSS_CHANNEL_ACTIVATIONS = ("softmax", "log_softmax")
+_CROSS_CHANNEL_ACTIVATIONS = ("softmax", "log_softmax", "sparsemax", "glu")
 
 SUPPORTED_LAYERS = tuple(
     sorted(
@@ -235,9 +235,23 @@ def _channels_last(layer):
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
+def _axes(axis, rank):
+    return [a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
+
+
 def _last_axis(axis, rank):
-    axes = axis if isinstance(axis, (list, tuple)) else [axis]
-    return [a % rank for a in axes] == [rank - 1]
+    """Whether `axis` is the last axis alone."""
+    return _axes(axis, rank) == [rank - 1]
+
+
+def _covers_last_axis(axis, rank):
+    """Whether `axis` includes the last axis (a softmax over it mixes channels)."""
+    return rank - 1 in _axes(axis, rank)
+
+
+def _mixes_channels(activation):
+    """Whether an activation function mixes the channels (softmax over them)."""
+    return getattr(activation, "__name__", "") in _CROSS_CHANNEL_ACTIVATIONS
 
 
 class _Tracer:
@@ -249,7 +263,7 @@ class _Tracer:
         self.parent = []  # union-find over spaces
         self.sizes = []
         self.fixed = {}  # space -> reason
-        self.producer = {}  # space -> layer name
+        self.producer = {}  # space -> the layer that makes it
         self.layer_space = {}  # id(layer) -> the space its outputs make
         self.maps = {}  # id(KerasTensor) -> _ChannelMap
         self.calls = []  # (layer, {"in": map, "out": map, "mid": map})
@@ -368,8 +382,13 @@ class _Tracer:
     def _produce(self, layer, outputs):
         if id(layer) not in self.layer_space:
             self.layer_space[id(layer)] = self.new_space(
-                _channels(outputs[0]), producer=layer.name
+                _channels(outputs[0]), producer=layer
             )
+            if _mixes_channels(getattr(layer, "activation", None)):
+                self.fix(
+                    self.layer_space[id(layer)],
+                    f"layer {layer.name!r} mixes channels (its activation)",
+                )
         return [self.layer_space[id(layer)]]
 
     def _layer_maps(self, layer, in_maps, inputs, outputs):
@@ -392,14 +411,16 @@ class _Tracer:
             if not _last_axis(layer.axis, len(inputs[0].shape)):
                 raise _unsupported(layer, f"it normalizes axis {layer.axis}")
             return [in_maps[0]]
-        if isinstance(layer, (layers.LayerNormalization, layers.Softmax)) or (
-            isinstance(layer, layers.Activation)
-            and getattr(layer.activation, "__name__", "") in _CROSS_CHANNEL_ACTIVATIONS
+        if isinstance(layer, layers.LayerNormalization):
+            # Its gamma and beta are per channel only along the last axis.
+            if not _last_axis(layer.axis, len(inputs[0].shape)):
+                raise _unsupported(layer, f"it normalizes axis {layer.axis}")
+            return [in_maps[0]]
+        if isinstance(layer, layers.Softmax) or (
+            isinstance(layer, layers.Activation) and _mixes_channels(layer.activation)
         ):
             axis = getattr(layer, "axis", -1)
-            if _last_axis(axis, len(inputs[0].shape)):
-                if isinstance(layer, layers.LayerNormalization):
-                    return [in_maps[0]]
+            if _covers_last_axis(axis, len(inputs[0].shape)):
                 reason = f"layer {name!r} mixes channels ({type(layer).__name__})"
                 self.fix(in_maps[0], reason)
                 return [self.new_space(_channels(outputs[0]), fixed=reason)]
@@ -514,8 +535,8 @@ class Analysis:
         root_ids = sorted(set(roots))
         self._group_of_root = {root: i for i, root in enumerate(root_ids)}
         producers = {root: [] for root in root_ids}
-        for space, name in tracer.producer.items():
-            producers[roots[space]].append(name)
+        for space, layer in tracer.producer.items():
+            producers[roots[space]].append(layer)
         members = {root: [] for root in root_ids}
         for layer, maps in self.calls:
             for variable, axes, role in layer_weights(layer):
@@ -530,13 +551,15 @@ class Analysis:
             Group(
                 id=i,
                 size=tracer.sizes[root],
-                producers=tuple(producers[root]),
+                producers=tuple(layer.name for layer in producers[root]),
                 members=tuple(members[root]),
                 prunable=root not in reasons and bool(producers[root]),
                 reason=reasons.get(root, None if producers[root] else "no producer"),
             )
             for i, root in enumerate(root_ids)
         ]
+        # The layers themselves: names need not be unique across nested models.
+        self.producer_layers = [producers[root] for root in root_ids]
 
     def group_positions(self, channel_map):
         """`(group ids, channel ids)` for each position of a channel map."""
