@@ -120,6 +120,22 @@ def test_taylor_uses_loss_gradients_and_needs_data(frozen):
         prune_channels(model, 0.5, importance="taylor", data=(x, y))
 
 
+def test_taylor_takes_a_loss_name_or_function_as_a_loss_object():
+    x = np.random.default_rng(0).normal(size=(16, 5)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 2)).astype("float32")
+    kernels = []
+    for loss in (
+        "mse",
+        keras.losses.mean_squared_error,
+        keras.losses.MeanSquaredError(),
+    ):
+        keras.utils.set_random_seed(0)
+        small = prune_channels(_mlp(), 0.5, importance="taylor", data=(x, y), loss=loss)
+        kernels.append(keras.ops.convert_to_numpy(small.get_layer("d1").kernel))
+    np.testing.assert_array_equal(kernels[0], kernels[2])
+    np.testing.assert_array_equal(kernels[1], kernels[2])
+
+
 def test_round_to_keeps_multiples_and_global_pruning_differs_per_group():
     model = keras.Sequential(
         [keras.Input((8,)), L.Dense(32, name="d1"), L.Dense(16, name="d2"), L.Dense(2)]

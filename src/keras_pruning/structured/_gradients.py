@@ -23,7 +23,10 @@ def _resolve_loss(model, loss):
             "importance='taylor' needs a loss: pass `loss=` (a Keras loss name, "
             "instance or function) or compile the model. Received: loss=None"
         )
-    return keras.losses.get(loss) if isinstance(loss, str) else loss
+    loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+    # A loss function (a name resolves to one) returns one value per sample;
+    # JAX and PyTorch differentiate scalars only. Loss objects average too.
+    return lambda y, y_pred: keras.ops.mean(loss(y, y_pred))
 
 
 def loss_gradients(model, variables, data, loss, batch_size=32):
