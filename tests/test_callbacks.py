@@ -83,6 +83,16 @@ def test_training_without_callback_names_update_pruning_step():
         model.fit(x, y, verbose=0)
 
 
+@pytest.mark.tensorflow  # PyTorch's trainer refuses steps_per_execution > 1
+@pytest.mark.jax
+def test_several_steps_per_execution_raise_naming_the_setting():
+    x, y = _data()
+    model = kp.prune_low_magnitude(dense_model(), kp.ConstantSparsity(0.5, 0))
+    model.compile("sgd", "sparse_categorical_crossentropy", steps_per_execution=4)
+    with pytest.raises(ValueError, match=r"steps_per_execution=1.*Received: .*=4"):
+        model.fit(x, y, verbose=0, callbacks=[kp.UpdatePruningStep()])
+
+
 def test_inference_needs_no_callback_and_changes_nothing():
     x, _ = _data()
     model = _compiled(kp.ConstantSparsity(0.5, 0))

@@ -95,7 +95,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     model without an `Input`) gets the updates due at that step right after it.
 
     In a custom training loop, call `set_model(model)` and `on_train_begin()`
-    once, then `on_train_batch_begin(batch)` before every step.
+    once, then `on_train_batch_begin(batch)` before every step. With `fit`,
+    the model must be compiled with `steps_per_execution=1` (the default):
+    Keras calls the callback once per execution.
 
     Args:
         hold_pruned_weights_at_zero: an opt-in speed-up. If True, and the
@@ -147,6 +149,15 @@ class UpdatePruningStep(keras.callbacks.Callback):
             raise ValueError(
                 "UpdatePruningStep has no model: call `set_model(model)` before "
                 "`on_train_begin()` in a custom training loop."
+            )
+        steps = getattr(self.model, "steps_per_execution", 1)
+        if steps != 1:
+            raise ValueError(
+                "UpdatePruningStep counts one pruning step per training batch, "
+                "but with steps_per_execution > 1 Keras calls it once per "
+                f"{steps} batches: the schedule would run {steps} times too "
+                "slowly. Compile the model with steps_per_execution=1 (the "
+                f"default). Received: steps_per_execution={steps}"
             )
         self._wrappers = _find_wrappers(self.model, "UpdatePruningStep")
         _check_single_use(self.model, self._wrappers)
