@@ -2,6 +2,7 @@
 writers that use it)."""
 
 import os
+import stat
 
 import keras
 import numpy as np
@@ -24,6 +25,18 @@ def test_write_atomic_writes_bytes_and_text(tmp_path):
     assert (tmp_path / "a" / "b.bin").read_bytes() == b"\x00\x01"
     assert (tmp_path / "c.txt").read_text(encoding="utf-8") == "é\n"
     assert _names(tmp_path) == ["a", "c.txt"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = export.write_atomic(tmp_path / "new.bin", b"x")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        os.chmod(path, 0o640)  # a replaced file keeps its own
+        export.write_atomic(path, b"y", overwrite=True)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    finally:
+        os.umask(umask)
 
 
 def test_existing_file_needs_overwrite_and_is_untouched_without_it(tmp_path):

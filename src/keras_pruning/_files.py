@@ -10,6 +10,7 @@ replaces the first.
 
 import contextlib
 import os
+import stat
 import tempfile
 
 
@@ -49,6 +50,16 @@ def check_overwrite(paths, overwrite):
         )
 
 
+def _mode_for(path):
+    """The permissions `path` gets: those of the file it replaces, else those
+    of a new file (`0o666` less the umask), not `mkstemp`'s private `0o600`."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, overwrite=False):
     """Yields a temporary path beside `path` (same suffix) to write to; on
@@ -69,6 +80,7 @@ def atomic_path(path, *, overwrite=False):
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         check_overwrite([path], overwrite)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
