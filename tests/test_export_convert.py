@@ -279,3 +279,60 @@ def test_block_1x16_in_keras_layout_is_not_litert_block():
     )
     assert "DENSIFY" in model_info(sparse).operators
     assert all(block == ([], []) for block in _block_maps(sparse).values())
+
+
+def _two_inputs_two_outputs():
+    """Inputs of different widths and scales, and outputs of different sizes:
+    any mix-up of their order shows."""
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((5,), name="a"), keras.Input((4,), name="b")
+    hidden = keras.layers.Concatenate()([a, keras.layers.Rescaling(10.0)(b)])
+    outputs = [keras.layers.Dense(3)(hidden), keras.layers.Dense(2)(hidden)]
+    rng = np.random.default_rng(0)
+    x = [rng.random((32, 5), "float32"), rng.random((32, 4), "float32")]
+    return keras.Model([a, b], outputs), x
+
+
+@pytest.mark.parametrize(
+    ("quantize", "target", "runtime", "tolerance"),
+    [
+        (None, "litert", "litert", 1e-4),
+        (None, "micro", "micro", 1e-4),
+        ("int8", "litert", "litert", 0.3),
+        ("int8", "micro", "micro", 0.3),
+    ],
+)
+def test_inputs_and_outputs_are_matched_by_name(quantize, target, runtime, tolerance):
+    import tensorflow as tf
+
+    model, x = _two_inputs_two_outputs()
+    sources = [x, tf.data.Dataset.from_tensor_slices(tuple(x)).batch(8)]
+    for source in sources if quantize else [None]:
+        data = to_tflite(
+            model, quantize=quantize, representative_data=source, target=target
+        )
+        first, _ = run(data, x, runtime=runtime)
+        expected = keras.ops.convert_to_numpy(model(x)[0])
+        np.testing.assert_allclose(first, expected, atol=tolerance)
+        assert verify(data, model, x, runtime=runtime).max_abs_error < tolerance
+
+
+def test_integer_inputs_run_as_they_are():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((6,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8)(ids))
+    model = keras.Model(ids, keras.layers.Dense(3)(pooled))
+    x = np.random.default_rng(0).integers(0, 50, (16, 6)).astype("int32")
+    for quantize, tolerance in ((None, 1e-5), ("dynamic", 0.05)):
+        data = to_tflite(model, quantize=quantize)
+        assert verify(data, model, x).max_abs_error < tolerance
+
+
+def test_inputs_with_an_unknown_axis_run_at_their_own_length():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, 8))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    x = np.random.default_rng(0).random((16, 10, 8), "float32")
+    data = to_tflite(model, quantize="int8", representative_data=x)
+    assert verify(data, model, x).max_abs_error < 0.05

@@ -64,7 +64,7 @@ def _validate(model, quantize, representative_data, target, sparse, path, overwr
         )
 
 
-def _samples(representative_data):
+def _samples(representative_data, num_inputs):
     """Yields one input sample at a time (without batch axis), as a list."""
     import tensorflow as tf
 
@@ -75,7 +75,7 @@ def _samples(representative_data):
     ):
         source = (list(xs) for xs in zip(*representative_data, strict=True))
     elif isinstance(representative_data, tf.data.Dataset):
-        source = _unbatch_dataset(representative_data)
+        source = _unbatch_dataset(representative_data, num_inputs)
     elif callable(representative_data) or hasattr(representative_data, "__next__"):
         items = (
             representative_data()
@@ -105,20 +105,34 @@ def _unbatch_items(items):
             yield [a[i] for a in arrays]
 
 
-def _unbatch_dataset(dataset):
+def _unbatch_dataset(dataset, num_inputs):
     def items():
         for element in dataset.as_numpy_iterator():
-            # (x, y) pairs: keep the inputs.
-            if isinstance(element, tuple) and len(element) == 2:
+            # (inputs, labels) pairs: keep the inputs. A pair of arrays is
+            # (x, y) for a model of one input, two inputs for a model of two.
+            if (
+                isinstance(element, tuple)
+                and len(element) == 2
+                and (isinstance(element[0], (tuple, list)) or num_inputs == 1)
+            ):
                 element = element[0]
             yield element
 
     return _unbatch_items(items())
 
 
+def _fits(shape, expected):
+    """Whether `shape` is `expected`, where an unknown (`None`) axis fits any."""
+    return len(shape) == len(expected) and all(
+        e is None or e == n for n, e in zip(shape, expected, strict=True)
+    )
+
+
 def _calibration(representative_data, specs):
     samples = list(
-        itertools.islice(_samples(representative_data), _CALIBRATION_SAMPLES)
+        itertools.islice(
+            _samples(representative_data, len(specs)), _CALIBRATION_SAMPLES
+        )
     )
     if not samples:
         raise ValueError(
@@ -126,18 +140,19 @@ def _calibration(representative_data, specs):
         )
     expected = [tuple(spec.shape[1:]) for spec in specs]
     got = [tuple(np.shape(x)) for x in samples[0]]
-    if got != expected:
+    if len(got) != len(expected) or not all(map(_fits, got, expected)):
         raise ValueError(
             f"`representative_data` samples must have the model's input shapes "
             f"{expected} (without the batch axis). Received: shapes {got}"
         )
 
     def dataset():
+        # By signature input name: the converter may order inputs otherwise.
         for sample in samples:
-            yield [
-                np.asarray(x, dtype=spec.dtype.as_numpy_dtype)[None]
+            yield {
+                spec.name: np.asarray(x, dtype=spec.dtype.as_numpy_dtype)[None]
                 for x, spec in zip(sample, specs, strict=True)
-            ]
+            }
 
     return dataset
 
@@ -163,8 +178,9 @@ def to_tflite(
             integer, int8 input and output). Defaults to `None`.
         representative_data: calibration inputs for `"int8"`: an array (or a
             list of arrays, one per input), a `tf.data.Dataset` of inputs or
-            `(inputs, labels)`, or a generator of batches. The first 200
-            samples are used.
+            `(inputs, labels)` (for a model of two inputs, a pair of arrays is
+            its two inputs), or a generator of batches. The first 200
+            samples are used, fed to the file's inputs by name.
         target: `"litert"` (dynamic batch) or `"micro"` (TensorFlow Lite
             Micro: batch 1, builtin ops only, no sparse tensors; float32 or
             int8). Defaults to `"litert"`.

@@ -16,6 +16,10 @@ class ModelInfo:
     num_subgraphs: int
     num_inputs: int  # of the main subgraph
     num_outputs: int
+    # For the model's inputs (outputs) in order, their positions among the main
+    # subgraph's, where the converter may have put them in another order.
+    input_positions: tuple = ()
+    output_positions: tuple = ()
 
 
 def _schema():
@@ -75,10 +79,33 @@ def model_info(data, name="data"):
                 raw = tensor.name
                 sparse.append(raw.decode() if isinstance(raw, bytes) else str(raw))
     main = model.subgraphs[0]
+    inputs = list(main.inputs if main.inputs is not None else ())
+    outputs = list(main.outputs if main.outputs is not None else ())
+    signature = (model.signatureDefs or [None])[0]
     return ModelInfo(
         operators=tuple(operators),
         sparse_tensors=tuple(sparse),
         num_subgraphs=len(model.subgraphs),
-        num_inputs=len(main.inputs if main.inputs is not None else ()),
-        num_outputs=len(main.outputs if main.outputs is not None else ()),
+        num_inputs=len(inputs),
+        num_outputs=len(outputs),
+        input_positions=_positions(inputs, signature and signature.inputs),
+        output_positions=_positions(outputs, signature and signature.outputs),
     )
+
+
+def _positions(tensors, named):
+    """The positions in `tensors` (the subgraph's input or output tensor
+    indices) of a signature's entries in their model order: the order of the
+    `n` in their names `input_<n>` / `output_<n>`, as `to_tflite` and Keras's
+    export name them. The subgraph's order where the names are otherwise."""
+    identity = tuple(range(len(tensors)))
+    entries = []
+    for entry in named or ():
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        number = name.rpartition("_")[2]
+        if not number.isdigit() or entry.tensorIndex not in tensors:
+            return identity
+        entries.append((int(number), tensors.index(entry.tensorIndex)))
+    if sorted(p for _, p in entries) != list(identity):
+        return identity
+    return tuple(p for _, p in sorted(entries))

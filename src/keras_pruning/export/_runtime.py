@@ -40,9 +40,9 @@ class VerifyResult:
 
 def _quantize(x, details):
     dtype = np.dtype(details["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
     params = details["quantization_parameters"]
+    if dtype.kind == "f" or not len(params["scales"]):  # float, or integer ids
+        return x.astype(dtype)
     scale, zero_point = params["scales"][0], params["zero_points"][0]
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
@@ -57,7 +57,7 @@ def _dequantize(y, details):
 
 
 class _LiteRT:
-    def __init__(self, data):
+    def __init__(self, data, info):
         require("ai_edge_litert")
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -67,15 +67,19 @@ class _LiteRT:
             model_content=data,
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
-        self.inputs = self.interpreter.get_input_details()
-        self.outputs = self.interpreter.get_output_details()
-        for details in self.inputs:
-            self.interpreter.resize_tensor_input(
-                details["index"], [1, *details["shape"][1:]]
-            )
-        self.interpreter.allocate_tensors()
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        self.inputs = [inputs[p] for p in info.input_positions]
+        self.outputs = [outputs[p] for p in info.output_positions]
+        self.shapes = None  # set, and the tensors allocated, by the first run
 
     def run(self, sample):
+        shapes = [(1, *x.shape) for x in sample]
+        if shapes != self.shapes:  # inputs with an unknown axis take each length
+            for details, shape in zip(self.inputs, shapes, strict=True):
+                self.interpreter.resize_tensor_input(details["index"], list(shape))
+            self.interpreter.allocate_tensors()
+            self.shapes = shapes
         for details, x in zip(self.inputs, sample, strict=True):
             self.interpreter.set_tensor(details["index"], _quantize(x[None], details))
         start = time.perf_counter()
@@ -96,22 +100,26 @@ class _Micro:
         self.interpreter = runtime.Interpreter.from_bytes(
             data, arena_size=arena_size or max(len(data) * 10, 1 << 20)
         )
+        self.input_positions = info.input_positions
+        self.output_positions = info.output_positions
         self.inputs = [
-            self.interpreter.get_input_details(i) for i in range(info.num_inputs)
+            self.interpreter.get_input_details(p) for p in info.input_positions
         ]
         self.outputs = [
-            self.interpreter.get_output_details(i) for i in range(info.num_outputs)
+            self.interpreter.get_output_details(p) for p in info.output_positions
         ]
 
     def run(self, sample):
-        for i, (details, x) in enumerate(zip(self.inputs, sample, strict=True)):
-            self.interpreter.set_input(_quantize(x[None], details), i)
+        for p, details, x in zip(
+            self.input_positions, self.inputs, sample, strict=True
+        ):
+            self.interpreter.set_input(_quantize(x[None], details), p)
         start = time.perf_counter()
         self.interpreter.invoke()
         elapsed = time.perf_counter() - start
         outputs = [
-            _dequantize(np.asarray(self.interpreter.get_output(i)), d)[0]
-            for i, d in enumerate(self.outputs)
+            _dequantize(np.asarray(self.interpreter.get_output(p)), d)[0]
+            for p, d in zip(self.output_positions, self.outputs, strict=True)
         ]
         return outputs, elapsed
 
@@ -129,7 +137,7 @@ def _interpreter(data, runtime):
             f"{len(info.sparse_tensors)} sparse tensors. Export with "
             "to_tflite(..., target='micro'). Received: a sparse-encoded file"
         )
-    return _LiteRT(data) if runtime == "litert" else _Micro(data, info)
+    return _LiteRT(data, info) if runtime == "litert" else _Micro(data, info)
 
 
 def _as_inputs(x, name="x"):
@@ -144,7 +152,8 @@ def _as_inputs(x, name="x"):
             f"`{name}` must hold at least one sample, with the same number of "
             f"samples for every input. Received: shapes {[a.shape for a in arrays]}"
         )
-    return [a.astype("float32") for a in arrays]
+    # Integer inputs (token ids) stay integers; the rest is quantized from float32.
+    return [a if a.dtype.kind in "iu" else a.astype("float32") for a in arrays]
 
 
 def run(tflite_bytes, x, *, runtime="litert"):
@@ -152,8 +161,12 @@ def run(tflite_bytes, x, *, runtime="litert"):
 
     Args:
         tflite_bytes: the file's bytes.
-        x: inputs, a float array (or list of arrays), batch first. Quantized
-            inputs are quantized with the file's input scale and zero point.
+        x: inputs, an array (or a list of arrays, one per model input, in
+            the model's order), batch first. Quantized inputs are quantized
+            with the file's input scale and zero point; integer inputs (token
+            ids) are passed as they are. Inputs and outputs are matched to the
+            file's by their signature names, whatever order the converter
+            gave them; an unknown axis takes each sample's length (LiteRT).
         runtime: `"litert"` (ai-edge-litert, builtin kernels) or `"micro"`
             (the TensorFlow Lite Micro Python runtime).
 
@@ -194,12 +207,10 @@ def verify(tflite_bytes, model, x, *, y=None, runtime="litert"):
         )
     inputs = _as_inputs(x)
     actual, times = run(tflite_bytes, inputs, runtime=runtime)
-    expected = keras.ops.convert_to_numpy(
-        model(inputs[0] if len(inputs) == 1 else inputs, training=False)
-    )
-    expected = np.asarray(
-        expected[0] if isinstance(expected, (list, tuple)) else expected
-    )
+    expected = model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+    if isinstance(expected, (list, tuple)):
+        expected = expected[0]
+    expected = np.asarray(keras.ops.convert_to_numpy(expected))
     if expected.shape != actual.shape:
         raise ValueError(
             f"The file's output shape {actual.shape} differs from the model's "
