@@ -161,3 +161,22 @@ def test_bad_c_name_is_reported_before_anything_is_written(saved, tmp_path, caps
     assert main(args) == 2
     assert "`name` must be a C identifier" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_out_path_that_is_a_file_exits_2_with_one_line(saved, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path / "taken")]
+    assert main([*args, "--target", "litert", "--quantize", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "taken" in err and "Traceback" not in err
+
+
+def test_a_failing_report_leaves_no_file(saved, tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("TensorFlow Lite Micro cannot load the converted file")
+
+    monkeypatch.setattr(kp.export, "report", fail)
+    args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--target", "litert", "--quantize", "none"]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")

@@ -101,6 +101,8 @@ def _export(args):
         raise _UsageError(
             f"refusing to replace {', '.join(existing)}: pass --force to replace"
         )
+    # The report, which can fail too, is written first: a failure leaves no
+    # file behind.
     try:
         if args.target == "micro":
             _check_name(args.name)
@@ -112,13 +114,13 @@ def _export(args):
         )
         if args.compress:
             data, _ = export.compress_for_micro(data)
-    except (TypeError, ValueError) as error:
+        x = calibration[:64] if calibration is not None else None
+        export.report(model, x=x, path=args.out, overwrite=args.force)
+        export.write_atomic(tflite_path, data, overwrite=args.force)
+        if args.target == "micro":
+            export.write_c_source(data, c_prefix, name=args.name, overwrite=args.force)
+    except (TypeError, ValueError, RuntimeError, OSError) as error:
         raise _UsageError(str(error)) from None
-    export.write_atomic(tflite_path, data, overwrite=args.force)
-    if args.target == "micro":
-        export.write_c_source(data, c_prefix, name=args.name, overwrite=args.force)
-    x = calibration[:64] if calibration is not None else None
-    export.report(model, x=x, path=args.out, overwrite=args.force)
     print("\n".join(targets))
 
 
