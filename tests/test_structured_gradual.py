@@ -102,6 +102,21 @@ def test_nested_models_with_the_same_layer_names_shrink_to_the_same_outputs():
     )
 
 
+@pytest.mark.parametrize("frozen", ["bn", "expand", "stem"])
+def test_frozen_layers_are_masked_and_cut_too(frozen):
+    model = _branching_cnn()
+    model.get_layer(frozen).trainable = False
+    schedule = kp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=6, frequency=2)
+    pruned = kp.prune_low_magnitude(model, schedule, granularity="channel")
+    x = _fit(pruned)
+    small = kp.strip_pruning(pruned, shrink=True)
+    assert small.get_layer("stem").filters == 4
+    assert small.get_layer("expand").filters == 3
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-4
+    )
+
+
 def test_a_pruned_channel_stays_pruned_when_a_kept_one_scores_zero():
     model = keras.Sequential(
         [keras.Input((3,)), L.Dense(4, name="hidden"), L.Dense(2, name="out")]

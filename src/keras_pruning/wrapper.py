@@ -534,11 +534,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     "it with PruneLowMagnitude."
                 ) from error
         if self.granularity == "channel":
-            from keras_pruning.structured._graph import layer_weights
+            from keras_pruning.structured._graph import maskable_weights
 
-            self._prunable_weights = [
-                v for v, _, _ in layer_weights(self.layer) if v.trainable
-            ]
+            self._prunable_weights = [v for v, _, _ in maskable_weights(self.layer)]
         else:
             self._prunable_weights = registry.get_prunable_weights(self.layer)
             _check_ranks(

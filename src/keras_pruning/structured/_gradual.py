@@ -16,7 +16,7 @@ from keras import ops
 from keras_pruning import masks as masks_lib
 from keras_pruning._trainer import sync_trainer_state
 from keras_pruning.structured import _channels
-from keras_pruning.structured._graph import Analysis, layer_weights
+from keras_pruning.structured._graph import Analysis, layer_weights, maskable_weights
 from keras_pruning.structured._surgery import shrink
 from keras_pruning.wrapper import _check_pruned_at_zero
 
@@ -26,10 +26,10 @@ def _side(key):
 
 
 def _pruned_groups(analysis, is_pruned_side):
-    """Group ids whose every weight-holding member has its side pruned."""
+    """Group ids whose every masked weight has its side pruned."""
     ok = {g.id: g.prunable for g in analysis.groups}
     for layer, maps in analysis.calls:
-        for _, axes, _ in layer_weights(layer):
+        for _, axes, _ in maskable_weights(layer):
             for key in axes.values():
                 pruned = is_pruned_side(layer, _side(key))
                 for g in np.unique(analysis.group_positions(maps[key])[0]):
@@ -54,14 +54,14 @@ def channel_wrappers(model, select, ignore):
     plan = {}
     for layer, maps in analysis.calls:
         sides, schedule = [], None
-        for _, axes, _ in layer_weights(layer):
+        for _, axes, _ in maskable_weights(layer):
             for key in axes.values():
                 groups = np.unique(analysis.group_positions(maps[key])[0])
                 for g in (int(g) for g in groups if int(g) in schedule_of):
                     schedule = schedule or schedule_of[g]
                     if _side(key) not in sides:
                         sides.append(_side(key))
-        if sides and any(v.trainable for v, _, _ in layer_weights(layer)):
+        if sides:
             plan[id(layer)] = (schedule, tuple(sorted(sides)))
     return plan
 
@@ -109,7 +109,7 @@ class ChannelMasks:
             else:
                 raise ValueError(
                     f"Layer {producer.layer.name!r} makes pruned channels but has "
-                    "no trainable kernel to read its channel mask from."
+                    "no kernel to read its channel mask from."
                 )
         return keep
 

@@ -231,6 +231,19 @@ def layer_weights(layer):
     return found
 
 
+def maskable_weights(layer):
+    """`layer_weights` that a channel mask multiplies: all but the moving
+    statistics of a BatchNormalization, which its `call` updates (a masked
+    value would drop the update), trainable or frozen."""
+    layer = _unwrap(layer)
+    statistics = (
+        {id(layer.moving_mean), id(layer.moving_variance)}
+        if isinstance(layer, layers.BatchNormalization)
+        else set()
+    )
+    return [entry for entry in layer_weights(layer) if id(entry[0]) not in statistics]
+
+
 def _channels_last(layer):
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
