@@ -185,3 +185,26 @@ def test_bad_arguments_raise_clear_errors():
 
     with pytest.raises(ValueError, match="one score per row"):
         prune_channels(model, 0.5, importance=wrong_shape)
+
+
+def test_a_keras_ops_operation_is_named_as_one_and_can_be_ignored():
+    inputs = keras.Input((6,))
+    x = L.Dense(8, name="d1")(inputs)
+    x = L.Dense(6, name="d2")(x + 3.0)  # a keras.ops add, outside any layer
+    model = keras.Model(inputs, L.Dense(2, name="d3")(x))
+    name = next(n for n in _operation_names(model) if n.startswith("add"))
+    with pytest.raises(ValueError, match=rf"operation '{name}' \(keras.ops Add"):
+        prune_channels(model, 0.5)
+    small = prune_channels(model, 0.5, ignore=[name])
+    assert small.count_params() < model.count_params()  # d2's channels are cut
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    assert small.predict(x, verbose=0).shape == (4, 2)
+
+
+def _operation_names(model):
+    return [
+        node.operation.name
+        for depth in model._nodes_by_depth.values()
+        for node in depth
+        if node.operation is not None
+    ]

@@ -494,9 +494,14 @@ class _Untraceable(ValueError):
 
 def _unsupported(layer, why=None):
     reason = f", because {why}" if why else ""
+    what = (
+        f"layer {layer.name!r} of class {type(layer).__name__}"
+        if isinstance(layer, keras.layers.Layer)
+        else f"operation {layer.name!r} (keras.ops {type(layer).__name__}, "
+        "applied outside any layer)"
+    )
     return _Untraceable(
-        f"Structured pruning cannot trace channels through layer {layer.name!r} "
-        f"of class {type(layer).__name__}{reason}. Pass "
+        f"Structured pruning cannot trace channels through {what}{reason}. Pass "
         f"`ignore=[{layer.name!r}]` to keep its input and output channels "
         f"whole. Supported layers: {', '.join(SUPPORTED_LAYERS)}."
     )

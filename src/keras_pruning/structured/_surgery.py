@@ -47,7 +47,8 @@ def shrink(model, analysis, keep):
                 ):
                     config["target_shape"] = (*config["target_shape"][:-1], out_size)
             new = type(layer).from_config(config)
-            pairs.append((layer, new, maps))
+            if isinstance(layer, keras.layers.Layer):  # not a keras.ops operation
+                pairs.append((layer, new, maps))
         cache[id(layer)] = new
         return new
 
