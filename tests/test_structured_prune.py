@@ -208,3 +208,11 @@ def _operation_names(model):
         for node in depth
         if node.operation is not None
     ]
+
+
+def test_numpy_scalars_are_accepted_as_numbers():
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(8, name="d1"), L.Dense(2, name="d2")]
+    )
+    small = prune_channels(model, np.float32(0.5), round_to=np.int64(2))
+    assert small.get_layer("d1").units == 4

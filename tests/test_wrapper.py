@@ -886,3 +886,10 @@ def test_activity_regularizer_of_wrapped_layer_sees_masked_outputs(rng):
     [loss] = model.losses
     # L2 of the outputs, divided by the batch size as Layer.__call__ does.
     np.testing.assert_allclose(_np(loss), 0.1 * np.sum(expected**2) / 5, rtol=1e-5)
+
+
+def test_update_masks_takes_a_numpy_sparsity():
+    layer = kp.PruneLowMagnitude(keras.layers.Dense(4))
+    layer.build((None, 6))
+    layer.update_masks(np.float32(0.5))
+    assert int(np.sum(keras.ops.convert_to_numpy(layer.masks[0]))) == 12

@@ -1,6 +1,7 @@
 """`PruneLowMagnitude`: the one layer that holds pruning masks."""
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -657,12 +658,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         if (
             isinstance(sparsity, bool)
-            or not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0)
+            or not (isinstance(sparsity, numbers.Real) and 0.0 <= sparsity < 1.0)
             or math.isnan(sparsity)
         ):
             raise ValueError(
                 f"`sparsity` must be a float in [0, 1). Received: sparsity={sparsity!r}"
             )
+        sparsity = float(sparsity)
         if self._unstructured:
             _update_unstructured([(self, sparsity)])
             return

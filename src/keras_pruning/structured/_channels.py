@@ -1,6 +1,7 @@
 """Group scores and channel selection, shared by one-shot and gradual pruning."""
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -142,7 +143,7 @@ def choose_channels(scores, sizes, sparsity, round_to=1, global_pruning=False):
 def check_sparsity(sparsity, argument="sparsity"):
     if (
         isinstance(sparsity, bool)
-        or not isinstance(sparsity, (int, float))
+        or not isinstance(sparsity, numbers.Real)
         or math.isnan(sparsity)
         or not 0.0 <= sparsity < 1.0
     ):
@@ -154,9 +155,13 @@ def check_sparsity(sparsity, argument="sparsity"):
 
 
 def check_round_to(round_to):
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+    if (
+        isinstance(round_to, bool)
+        or not isinstance(round_to, numbers.Integral)
+        or round_to < 1
+    ):
         raise ValueError(
             "`round_to` must be a positive integer (kept channel counts become "
             f"multiples of it). Received: round_to={round_to!r}"
         )
-    return round_to
+    return int(round_to)
