@@ -199,6 +199,24 @@ def test_unsupported_layer_names_itself_and_ignore_skips_it():
     assert _by_producers(model, ignore=[L.LSTM]).keys() == groups.keys()
 
 
+def test_ignore_names_must_be_layers_of_the_model_and_may_be_nested_models():
+    inner = keras.Sequential(
+        [keras.Input((6,)), L.Dense(5, name="i1"), L.Dense(6, name="i2")],
+        name="inner",
+    )
+    inputs = keras.Input((4,))
+    x = L.Dense(6, name="d1")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="d2")(inner(x)))
+    with pytest.raises(
+        ValueError, match=r"`ignore` names layers .* not have .*\['dd1'\]"
+    ):
+        dependency_groups(model, ignore=["dd1"])
+    assert _by_producers(model)[("i1",)].prunable
+    groups = _by_producers(model, ignore=["inner"])
+    assert ("i1",) not in groups  # traced as one ignored layer
+    assert groups[("d1",)].reason == "ignored layer 'inner'"
+
+
 def test_ignored_layer_is_never_cut():
     model = keras.Sequential(
         [keras.Input((4,)), L.Dense(6, name="d1"), L.Dense(5, name="d2"), L.Dense(2)]

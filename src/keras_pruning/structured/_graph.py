@@ -281,6 +281,7 @@ class _Tracer:
         self.maps = {}  # id(KerasTensor) -> _ChannelMap
         self.calls = []  # (layer, {"in": map, "out": map, "mid": map})
         self.seen_calls = {}  # id(layer) -> index into calls
+        self.matched = set()  # the names in `ignore` met while tracing
 
     # -- spaces ----------------------------------------------------------
     def new_space(self, size, producer=None, fixed=None):
@@ -352,7 +353,7 @@ class _Tracer:
         return [self.maps[id(t)] for t in graph.outputs]
 
     def trace_call(self, operation, in_maps, inputs, outputs):
-        if isinstance(operation, keras.Model):
+        if isinstance(operation, keras.Model) and not self._ignored(operation):
             return self.trace_model(operation, in_maps)
         layer = _unwrap(operation)
         name = getattr(layer, "name", type(layer).__name__)
@@ -386,8 +387,10 @@ class _Tracer:
 
     def _ignored(self, operation):
         layer = _unwrap(operation)
+        names = (operation.name, layer.name)
+        self.matched.update(k for k in self.ignore if isinstance(k, str) and k in names)
         return any(
-            (isinstance(key, str) and key in (operation.name, layer.name))
+            (isinstance(key, str) and key in names)
             or (isinstance(key, type) and isinstance(layer, key))
             for key in self.ignore
         )
@@ -543,6 +546,13 @@ class Analysis:
         ]
         for channel_map in tracer.trace_model(model, input_maps):
             tracer.fix(channel_map, "model output")
+        unknown = [k for k in ignore if isinstance(k, str) and k not in tracer.matched]
+        if unknown and not lenient:
+            raise ValueError(
+                f"`ignore` names layers that model {model.name!r} does not "
+                f"have (nested models' layers included): {unknown}. Received: "
+                f"ignore={list(ignore)}"
+            )
         self.maps = tracer.maps
         self.calls = tracer.calls
         roots = [tracer.root(s) for s in range(len(tracer.parent))]
