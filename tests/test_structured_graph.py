@@ -253,3 +253,13 @@ def test_channels_first_is_refused():
 def test_member_is_a_plain_record():
     member = Member("d", "kernel", 0, "in")
     assert member.layer == "d" and member.axis == 0
+
+
+def test_a_layer_with_lora_enabled_raises_naming_it():
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(6, name="d1"), L.Dense(2, name="d2")]
+    )
+    model.get_layer("d1").enable_lora(2)
+    with pytest.raises(ValueError, match=r"'d1' of class Dense, because it has LoRA"):
+        dependency_groups(model)
+    assert not any(g.prunable for g in dependency_groups(model, ignore=["d1"]))

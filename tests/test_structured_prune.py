@@ -216,3 +216,14 @@ def test_numpy_scalars_are_accepted_as_numbers():
     )
     small = prune_channels(model, np.float32(0.5), round_to=np.int64(2))
     assert small.get_layer("d1").units == 4
+
+
+def test_an_input_of_scalars_keeps_its_batch_axis_unknown():
+    features, scalar = keras.Input((4,)), keras.Input(())
+    x = L.Concatenate()([L.Dense(8, name="d1")(features), L.Reshape((1,))(scalar)])
+    model = keras.Model([features, scalar], L.Dense(2, name="d2")(x))
+    small = prune_channels(model, 0.5)
+    assert [tuple(t.shape) for t in small.inputs] == [(None, 4), (None,)]
+    assert small.get_layer("d1").units == 4
+    x = [np.ones((3, 4), "float32"), np.ones((3,), "float32")]
+    assert small.predict(x, verbose=0).shape == (3, 2)

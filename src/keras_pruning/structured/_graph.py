@@ -413,6 +413,8 @@ class _Tracer:
             raise _unsupported(layer, "it is not channels_last")
         if isinstance(layer, layers.InputLayer):
             return in_maps
+        if getattr(layer, "lora_enabled", False):
+            raise _unsupported(layer, "it has LoRA weights enabled")
         if isinstance(layer, layers.Dense) or (
             isinstance(layer, _CONVS + _CONV_TRANSPOSES + _SEPARABLE)
             and getattr(layer, "groups", 1) == 1

@@ -54,12 +54,12 @@ def shrink(model, analysis, keep):
 
     def new_input(tensor):
         maps = analysis.maps.get(id(tensor))
-        size = int(kept(maps).sum()) if maps is not None else tensor.shape[-1]
+        shape = tuple(tensor.shape)
+        if maps is not None and len(shape) > 1:  # (batch,) has no channel axis
+            shape = (*shape[:-1], int(kept(maps).sum()))
         history = getattr(tensor, "_keras_history", None)
         name = history[0].name if history else None
-        return keras.Input(
-            batch_shape=(*tensor.shape[:-1], size), dtype=tensor.dtype, name=name
-        )
+        return keras.Input(batch_shape=shape, dtype=tensor.dtype, name=name)
 
     def rebuild(model):
         graph = _graph_of(model)
