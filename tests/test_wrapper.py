@@ -893,3 +893,25 @@ def test_update_masks_takes_a_numpy_sparsity():
     layer.build((None, 6))
     layer.update_masks(np.float32(0.5))
     assert int(np.sum(keras.ops.convert_to_numpy(layer.masks[0]))) == 12
+
+
+def test_a_stateful_rnn_keeps_its_state_across_calls():
+    def model():
+        keras.utils.set_random_seed(1)
+        return keras.Sequential(
+            [
+                keras.Input((5, 3), batch_size=4),
+                keras.layers.LSTM(6, stateful=True),
+                keras.layers.Dense(2),
+            ]
+        )
+
+    dense = model()
+    pruned = kp.prune_low_magnitude(model(), kp.ConstantSparsity(0.5, 0))
+    x = np.random.default_rng(0).random((4, 5, 3)).astype("float32")
+    for _ in range(3):  # unpruned masks: the same outputs, call after call
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(pruned(x)),
+            keras.ops.convert_to_numpy(dense(x)),
+            atol=1e-5,
+        )

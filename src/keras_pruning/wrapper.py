@@ -172,11 +172,23 @@ def _call_with_values(wrapper, values, *args, **kwargs):
     ) as scope:
         before = {id(v): scope.get_current_value(v) for v, _ in mapping}
         outputs = call(*args, **kwargs)
-    for variable in layer.variables:
+    updated = _updated_variables(layer) if wrapper._stateful else layer.variables
+    for variable in updated:
         value = scope.get_current_value(variable)
         if id(variable) not in values and value is not before.get(id(variable)):
             variable.assign(value)
     return outputs, scope.losses
+
+
+def _updated_variables(layer):
+    """The variables `layer` may assign in its call: its own, and those it
+    does not track (the `states` of a stateful RNN, in it or its sublayers)."""
+    found = list(layer.variables)
+    for sublayer in layer._flatten_layers(include_self=True):
+        if getattr(sublayer, "stateful", False):
+            states = keras.tree.flatten(getattr(sublayer, "states", None) or [])
+            found += [v for v in states if isinstance(v, keras.Variable)]
+    return found
 
 
 def _accumulate_gradient(effective, accumulated):
@@ -478,6 +490,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._masks = []
         self._thresholds = []
         self._gradients = []
+        self._stateful = False  # holds a stateful RNN (set in build)
 
     @property
     def pruning_step(self):
@@ -534,6 +547,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f"{input_shape}. Build it (or call it once) before wrapping "
                     "it with PruneLowMagnitude."
                 ) from error
+        self._stateful = any(
+            getattr(sublayer, "stateful", False)
+            for sublayer in self.layer._flatten_layers(include_self=True)
+        )
         if self.granularity == "channel":
             from keras_pruning.structured._graph import maskable_weights
 
