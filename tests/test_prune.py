@@ -305,6 +305,53 @@ def test_naming_a_nested_model_selects_all_of_it():
     assert set(_wrapped(pruned)) == {"base_dense"}
 
 
+def test_a_predicate_picks_single_layers_not_nested_models():
+    # The nested model "base" passes the test; its layer does not.
+    not_base = lambda layer: layer.name != "base_dense"  # noqa: E731
+    pruned = kp.prune_low_magnitude(_head_model(), layers=not_base)
+    assert set(_wrapped(pruned)) == {"head", "classifier"}
+    sparse = kp.prune_to_sparsity(_head_model(), 0.5, layers=not_base)
+    sparsity = {r.weight: r.sparsity for r in kp.sparsity_report(sparse)}
+    assert sparsity["base_dense/kernel"] == 0.0
+    assert sparsity["head/kernel"] > 0.4 and sparsity["classifier/kernel"] > 0.4
+
+
+def test_bounds_given_to_a_nested_model_bound_its_layers():
+    bounds = {"base": (0.0, 0.25)}
+    pruned = kp.prune_low_magnitude(
+        _head_model(), global_pruning=True, sparsity_bounds=bounds
+    )
+    assert {w.layer.name: w.sparsity_bounds for w in kp.pruning_wrappers(pruned)} == {
+        "base_dense": (0.0, 0.25),
+        "head": None,
+        "classifier": None,
+    }
+    sparse = kp.prune_to_sparsity(
+        _head_model(), 0.5, global_pruning=True, sparsity_bounds=bounds
+    )
+    sparsity = {r.weight: r.sparsity for r in kp.sparsity_report(sparse)}
+    assert sparsity["base_dense/kernel"] <= 0.25
+
+
+def test_an_unselected_subclassed_submodel_stays_as_it_is():
+    class Backbone(keras.Model):
+        def __init__(self):
+            super().__init__(name="backbone")
+            self.dense = keras.layers.Dense(8)
+
+        def call(self, x):
+            return self.dense(x)
+
+    backbone = Backbone()
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(backbone(inputs)))
+    pruned = kp.prune_low_magnitude(model, layers="head")
+    assert set(_wrapped(pruned)) == {"head"}
+    assert any(layer is backbone for layer in pruned.layers)
+    with pytest.raises(ValueError, match="subclassed"):
+        kp.prune_low_magnitude(model, layers=keras.layers.Dense)
+
+
 def test_dict_schedule_gives_layers_their_own_sparsity(rng):
     model = _head_model()
     head = kp.ConstantSparsity(0.5, 0, frequency=1)

@@ -17,6 +17,7 @@ from keras_pruning.prune import (
     _check_global_args,
     _clone_uncompiled,
     _is_graph_model,
+    _nested_bounds,
     _selection,
     pruning_wrappers,
 )
@@ -160,6 +161,7 @@ def prune_to_sparsity(
     copy = _clone_uncompiled(model)
     copy.set_weights(model.get_weights())
     selected = _selected_layers(model, copy, select)
+    bounds_of = _nested_bounds(model, bounds_of)
     weights, axes, bounds = [], [], []
     for layer, group in selected:
         axis = _channel_axis(layer, sparsity_m_by_n, block_size)

@@ -110,7 +110,9 @@ def prune_low_magnitude(
             `None`.
         layers: for a model, which layers to prune: a layer name, a layer
             class, a list of names and classes, or a predicate
-            `layer -> bool`. Defaults to `None`: every supported layer.
+            `layer -> bool`. A nested model's name selects every layer in
+            it; a predicate is asked about single layers only. Defaults to
+            `None`: every supported layer.
         granularity: `"weight"` prunes single weights by magnitude.
             `"channel"` (for a model) prunes whole channels: the schedule's
             sparsity is the fraction of each channel group's channels that
@@ -138,7 +140,8 @@ def prune_low_magnitude(
             RigL: small layers stay denser). Defaults to `"magnitude"`.
         sparsity_bounds: with `global_pruning`, `(floor, cap)` for every
             layer, or a dict from layer names or classes to such pairs (the
-            first matching key applies; other layers are unbounded): the
+            first matching key applies; a nested model's name bounds the
+            layers in it; other layers are unbounded): the
             least and most sparsity a layer may end with. When bounds cannot
             meet the schedule's sparsity, the bounds win. Defaults to `None`.
         **kwargs: layer arguments (such as `name`) for the wrapper, when
@@ -242,6 +245,7 @@ def prune_low_magnitude(
         if pruning_policy is not None:
             _check_unpruned_graph_model(to_prune)
             pruning_policy.ensure_model_supports_pruning(to_prune)
+        bounds_of = _nested_bounds(to_prune, bounds_of)
         return _prune_model(to_prune, wrapper_args, select, pruning_policy, bounds_of)
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(
@@ -348,6 +352,24 @@ def _check_global_args(
     return lambda layer: next((b for match, b in rules if match(layer)), None)
 
 
+def _nested_bounds(model, bounds_of):
+    """`layer -> (floor, cap) or None`: `bounds_of(layer)`, else the bounds
+    of the nearest nested model holding the layer (bounds given to a nested
+    model's name bound the layers inside it)."""
+    found = {}
+
+    def walk(container, inherited):
+        for layer in container.layers:
+            own = bounds_of(layer) or inherited
+            if isinstance(layer, keras.Model):
+                walk(layer, own)
+            else:
+                found.setdefault(id(layer), own)
+
+    walk(model, None)
+    return lambda layer: found.get(id(layer), bounds_of(layer))
+
+
 def _check_layer_names(model, argument, keys, received):
     """ValueError for a layer name among `keys` (of `argument`) that no layer
     of `model` has: a typo would silently prune, or bound, nothing."""
@@ -402,7 +424,11 @@ def _selection(layers, pruning_schedule):
         ConstantSparsity(0.5, 0) if pruning_schedule is None else pruning_schedule
     )
     if callable(layers) and not isinstance(layers, type):
-        return lambda layer: schedule if layers(layer) else None
+        # A function picks single layers: a nested model it accepts (by its
+        # size, say) does not select the layers inside it.
+        return lambda layer: (
+            schedule if not isinstance(layer, keras.Model) and layers(layer) else None
+        )
     keys = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
     if not keys:
         raise ValueError(
@@ -445,6 +471,10 @@ def _prune_model(model, wrapper_args, select=None, policy=None, bounds_of=None):
                     policy,
                     bounds_of,
                 )
+            elif select is not None and not any(
+                select(x) is not None for x in layer._flatten_layers(include_self=False)
+            ):
+                new = layer  # nothing selected inside: stays as it is
             else:
                 new = _prune_model(layer, wrapper_args, select, policy, bounds_of)
         elif schedule is None or (
