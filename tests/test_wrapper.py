@@ -915,3 +915,15 @@ def test_a_stateful_rnn_keeps_its_state_across_calls():
             keras.ops.convert_to_numpy(dense(x)),
             atol=1e-5,
         )
+
+
+def test_lora_and_quantized_layers_raise_naming_them():
+    lora = keras.layers.Dense(4, name="lora")
+    lora.build((None, 6))
+    lora.enable_lora(2)
+    with pytest.raises(ValueError, match=r"'lora' has LoRA enabled"):
+        kp.PruneLowMagnitude(lora)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="q")])
+    model.quantize("int8")
+    with pytest.raises(ValueError, match=r"'q' is quantized \(int8\)"):
+        kp.prune_low_magnitude(model)

@@ -98,6 +98,25 @@ def _channel_axis(layer, sparsity_m_by_n, block_size):
     return axis
 
 
+def _check_plain_weights(layer):
+    """ValueError for a layer whose kernel is not a plain variable: LoRA
+    adds a low-rank product to it, quantization replaces it."""
+    if getattr(layer, "lora_enabled", False):
+        raise ValueError(
+            f"Layer {layer.name!r} has LoRA enabled: its kernel is the sum of a "
+            "frozen variable and a low-rank product, which a mask cannot prune. "
+            "Prune the layer before `enable_lora()`, or leave it out with "
+            f"`layers=`. Received: layer={layer.name!r}"
+        )
+    mode = getattr(layer.dtype_policy, "quantization_mode", None)
+    if mode is not None:
+        raise ValueError(
+            f"Layer {layer.name!r} is quantized ({mode}): its weights are no "
+            "longer float variables to mask. Prune, strip, then quantize. "
+            f"Received: layer={layer.name!r}"
+        )
+
+
 def _check_ranks(layer, weights, block_size, sparsity_m_by_n):
     """ValueError for a weight of rank < 2 under a block or m-by-n pattern."""
     if block_size == (1, 1) and sparsity_m_by_n is None:
@@ -441,6 +460,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"`granularity` must be one of {_GRANULARITIES}. Received: "
                 f"granularity={granularity!r}"
             )
+        _check_plain_weights(layer)
         if granularity == "weight" and not registry.is_prunable(layer):
             raise ValueError(registry._unsupported_message(layer))
         if (
