@@ -192,6 +192,22 @@ def test_non_finite_scores_raise_at_the_update():
         layer.update_masks(0.5)
 
 
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.0)),
+        lambda: keras.optimizers.SGD(0.0, gradient_accumulation_steps=2),
+    ],
+    ids=["loss_scale", "gradient_accumulation"],
+)
+def test_optimizers_that_would_corrupt_the_sums_raise(rng, optimizer):
+    x, y = _data(rng)
+    model = _taylor_model()
+    model.compile(optimizer(), LOSS)
+    with pytest.raises(ValueError, match=r"sum gradients for their criterion"):
+        model.fit(x, y, verbose=0, callbacks=[kp.UpdatePruningStep()])
+
+
 def test_a_shared_layer_cannot_accumulate_gradients(rng):
     shared = kp.PruneLowMagnitude(keras.layers.Dense(8), criterion="taylor")
     inputs = keras.Input((8,))

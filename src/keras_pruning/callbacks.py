@@ -68,6 +68,29 @@ def _check_single_use(model, wrappers):
         )
 
 
+def _check_accumulating_optimizer(model, wrappers):
+    """ValueError if the optimizer would not write a step's gradients into
+    the criteria's accumulators as they are: a LossScaleOptimizer leaves
+    them scaled by the loss scale of each step, gradient accumulation writes
+    its running max."""
+    accumulating = [w.name for w in wrappers if w._gradients]
+    optimizer = getattr(model, "optimizer", None)
+    if not accumulating or optimizer is None:
+        return
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        problem = "a LossScaleOptimizer (as with mixed_float16)"
+    elif getattr(optimizer, "gradient_accumulation_steps", None):
+        problem = "gradient_accumulation_steps"
+    else:
+        return
+    raise ValueError(
+        f"Layers {accumulating} sum gradients for their criterion through the "
+        f"optimizer's step, which {problem} would corrupt. Train them in "
+        "float32 with a plain Keras optimizer, or use criterion='magnitude'. "
+        f"Received: optimizer={type(optimizer).__name__}"
+    )
+
+
 def _wrappers_of(unit):
     """The wrappers whose masks one mask update of `unit` sets."""
     return unit.wrappers if isinstance(unit, GlobalMasks) else [unit]
@@ -161,6 +184,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             )
         self._wrappers = _find_wrappers(self.model, "UpdatePruningStep")
         _check_single_use(self.model, self._wrappers)
+        _check_accumulating_optimizer(self.model, self._wrappers)
         channel = [w for w in self._wrappers if w.granularity == "channel"]
         self._channel_masks = None
         if channel:
