@@ -131,3 +131,24 @@ def test_bad_data_and_models():
         sensitivity(kp.prune_low_magnitude(dense_model()), (x, np.zeros(4)))
     with pytest.raises(TypeError, match="`model` must be a Sequential or functional"):
         sensitivity(keras.layers.Dense(2), (x, np.zeros(4)))
+
+
+def test_accuracy_reads_one_hot_labels_and_a_single_probability():
+    _, accuracy = kp.analysis._metric_function("accuracy")
+    logits = np.array([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0]])
+    assert accuracy(np.array([0, 2]), logits) == 0.5
+    assert accuracy(np.eye(3)[[0, 2]], logits) == 0.5
+    assert accuracy(np.array([1, 0, 1]), np.array([[0.9], [0.2], [0.4]])) == 2 / 3
+
+
+def test_layers_of_nested_models_with_one_name_raise():
+    def block(name):
+        return keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(4, name="fc")], name=name
+        )
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, block("second")(block("first")(inputs)))
+    x = np.zeros((8, 4), "float32")
+    with pytest.raises(ValueError, match=r"share the names \['fc'\]"):
+        sensitivity(model, (x, np.zeros(8, "int64")))

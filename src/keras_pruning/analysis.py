@@ -103,9 +103,16 @@ def _metric_function(metric):
     if metric == "accuracy":
 
         def accuracy(y_true, y_pred):
-            return float(
-                np.mean(np.asarray(y_pred).argmax(-1) == np.asarray(y_true).reshape(-1))
-            )
+            # As Keras's "accuracy": one output column is a probability
+            # (threshold 0.5); one-hot labels are compared by their argmax.
+            y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+            if y_pred.shape[-1] == 1:
+                predicted = (y_pred.reshape(-1) > 0.5).astype(y_true.dtype)
+            else:
+                predicted = y_pred.argmax(-1)
+            if y_true.ndim == y_pred.ndim and y_true.shape[-1] == y_pred.shape[-1] > 1:
+                y_true = y_true.argmax(-1)
+            return float(np.mean(predicted == y_true.reshape(-1)))
 
         return "accuracy", accuracy
     raise ValueError(
@@ -170,9 +177,10 @@ def sensitivity(
         data: `(x, y)`: inputs and labels to evaluate on.
         sparsities: the sparsities to try, each in [0, 1). Defaults to
             `(0.25, 0.5, 0.75, 0.9)`.
-        metric: `"accuracy"` (argmax of the output against integer labels), or
-            a function `(y_true, y_pred) -> float` on NumPy arrays. Defaults to
-            `"accuracy"`.
+        metric: `"accuracy"` (as Keras's: the argmax of the output, or a
+            single output column thresholded at 0.5, against integer or
+            one-hot labels), or a function `(y_true, y_pred) -> float` on
+            NumPy arrays. Defaults to `"accuracy"`.
         higher_is_better: whether a larger metric is better. Defaults to `True`.
         layers: which layers to analyse, as in `prune_low_magnitude`: a name,
             a class, a list of them, or a predicate. Defaults to `None` (all).
@@ -224,6 +232,14 @@ def sensitivity(
     if not selected:
         raise ValueError(
             f"No prunable layers selected in {model.name!r}. Received: layers={layers!r}"
+        )
+    names = [layer.name for layer, _ in selected]
+    shared = sorted({name for name in names if names.count(name) > 1})
+    if shared:
+        raise ValueError(
+            f"Layers of nested models share the names {shared}: sensitivity "
+            "results are keyed by layer name. Rename them, or select one with "
+            f"`layers=`. Received: layers={layers!r}"
         )
 
     def evaluate():
