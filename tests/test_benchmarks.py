@@ -234,17 +234,22 @@ def test_backend_table_shows_each_backends_ratios_and_mask_update_time():
     )
 
 
-def test_overhead_table_shows_the_cost_of_masks_never_updated():
-    row = {
+def _overhead_row(**measured):
+    """A section 1 row with the ratios every run has, plus `measured`."""
+    return {
         "parameters": 1234,
         "dense_step_ms": 2.5,
         "ratio": 1.16,
         "noop_callback_ratio": 1.0,
         "ratio_to_noop_callback": 1.15,
-        "never_updated_ratio": 1.11,
         "mask_over_weight_bytes": 0.25,
         "state_over_weight_bytes": 0.25,
+        **measured,
     }
+
+
+def test_overhead_table_shows_the_cost_of_masks_never_updated():
+    row = _overhead_row(never_updated_ratio=1.11)
     held = {**row, "held_ratio": 1.04}
     lines = report._overhead_md(
         {"models": {"mlp": {"keras_pruning": held, "tfmot": row}}}
@@ -261,16 +266,7 @@ def test_overhead_table_shows_the_cost_of_masks_never_updated():
 
 
 def test_tables_show_a_dash_for_contenders_a_result_file_lacks():
-    row = {
-        "parameters": 1234,
-        "dense_step_ms": 2.5,
-        "ratio": 1.16,
-        "noop_callback_ratio": 1.0,
-        "ratio_to_noop_callback": 1.15,
-        "mask_over_weight_bytes": 0.25,
-        "state_over_weight_bytes": 0.25,
-        "mask_update_ms": 4.96,
-    }
+    row = _overhead_row(mask_update_ms=4.96)
     lines = report._overhead_md({"models": {"mlp": {"keras_pruning": row}}})
     assert "| 1.150x | - | - | 0.250 |" in lines[2]
     lines = report._backends_md({"backends": {"jax": {"mlp": row}}})
