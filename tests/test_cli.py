@@ -180,3 +180,14 @@ def test_a_failing_report_leaves_no_file(saved, tmp_path, capsys, monkeypatch):
     assert main([*args, "--target", "litert", "--quantize", "none"]) == 2
     assert "cannot load" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
+
+
+def test_a_failed_write_leaves_no_report(saved, tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(kp.export, "write_atomic", fail)
+    args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--target", "litert", "--quantize", "none"]) == 2
+    assert "No space left" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")

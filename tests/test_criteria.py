@@ -208,6 +208,22 @@ def test_optimizers_that_would_corrupt_the_sums_raise(rng, optimizer):
         model.fit(x, y, verbose=0, callbacks=[kp.UpdatePruningStep()])
 
 
+def test_the_optimizer_check_does_not_need_a_built_model(rng):
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = kp.PruneLowMagnitude(keras.layers.Dense(3), criterion="taylor")
+
+        def call(self, x):
+            return self.dense(x)
+
+    x, y = _data(rng)
+    model = Subclassed()
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()), LOSS)
+    with pytest.raises(ValueError, match=r"sum gradients for their criterion"):
+        model.fit(x, y, verbose=0, callbacks=[kp.UpdatePruningStep()])
+
+
 def test_a_shared_layer_cannot_accumulate_gradients(rng):
     shared = kp.PruneLowMagnitude(keras.layers.Dense(8), criterion="taylor")
     inputs = keras.Input((8,))

@@ -215,6 +215,7 @@ def test_ignore_names_must_be_layers_of_the_model_and_may_be_nested_models():
     groups = _by_producers(model, ignore=["inner"])
     assert ("i1",) not in groups  # traced as one ignored layer
     assert groups[("d1",)].reason == "ignored layer 'inner'"
+    assert _by_producers(model, ignore=["inner", "i1"]).keys() == groups.keys()
 
 
 def test_ignored_layer_is_never_cut():

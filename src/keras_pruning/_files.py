@@ -55,9 +55,19 @@ def _mode_for(path):
     of a new file (`0o666` less the umask), not `mkstemp`'s private `0o600`."""
     with contextlib.suppress(OSError):
         return stat.S_IMODE(os.stat(path).st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process umask: read from /proc on Linux; elsewhere set and
+    restored (a moment in which another thread's new file would get 0)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 @contextlib.contextmanager

@@ -238,8 +238,8 @@ def sensitivity(
     if shared:
         raise ValueError(
             f"Layers of nested models share the names {shared}: sensitivity "
-            "results are keyed by layer name. Rename them, or select one with "
-            f"`layers=`. Received: layers={layers!r}"
+            "results are keyed by layer name. Rename them, or leave all but "
+            f"one out with a `layers=` function. Received: layers={layers!r}"
         )
 
     def evaluate():

@@ -14,6 +14,7 @@ from keras_pruning._optimizer_slots import (
     holds_pruned_weights_at_zero,
 )
 from keras_pruning._trainer import sync_trainer_state
+from keras_pruning.criteria import _needs_gradients
 from keras_pruning.prune import pruning_wrappers
 from keras_pruning.wrapper import (
     PruneLowMagnitude,
@@ -73,7 +74,7 @@ def _check_accumulating_optimizer(model, wrappers):
     the criteria's accumulators as they are: a LossScaleOptimizer leaves
     them scaled by the loss scale of each step, gradient accumulation writes
     its running max."""
-    accumulating = [w.name for w in wrappers if w._gradients]
+    accumulating = [w.name for w in wrappers if _needs_gradients(w.criterion)]
     optimizer = getattr(model, "optimizer", None)
     if not accumulating or optimizer is None:
         return
@@ -174,7 +175,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "`on_train_begin()` in a custom training loop."
             )
         steps = getattr(self.model, "steps_per_execution", 1)
-        if steps != 1:
+        if self.params and steps != 1:  # in fit, which sets `params`
             raise ValueError(
                 "UpdatePruningStep counts one pruning step per training batch, "
                 "but with steps_per_execution > 1 Keras calls it once per "

@@ -10,6 +10,7 @@ unless given `--force`.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -81,6 +82,7 @@ def _load_calibration(path):
 def _export(args):
     from keras_pruning import export
     from keras_pruning.export._csource import _check_name
+    from keras_pruning.export._report import format_markdown
 
     model = _load_model(args.model)
     quantize = None if args.quantize == "none" else args.quantize
@@ -101,8 +103,9 @@ def _export(args):
         raise _UsageError(
             f"refusing to replace {', '.join(existing)}: pass --force to replace"
         )
-    # The report, which can fail too, is written first: a failure leaves no
-    # file behind.
+    # Everything that can fail for the model is done before any file is
+    # written; the report is written last, so a failed write of the others
+    # leaves no report that a next run would refuse to replace.
     try:
         if args.target == "micro":
             _check_name(args.name)
@@ -115,10 +118,15 @@ def _export(args):
         if args.compress:
             data, _ = export.compress_for_micro(data)
         x = calibration[:64] if calibration is not None else None
-        export.report(model, x=x, path=args.out, overwrite=args.force)
+        result = export.report(model, x=x)
         export.write_atomic(tflite_path, data, overwrite=args.force)
         if args.target == "micro":
             export.write_c_source(data, c_prefix, name=args.name, overwrite=args.force)
+        for path, text in (
+            (targets[-2], json.dumps(result, indent=2) + "\n"),
+            (targets[-1], format_markdown(result)),
+        ):
+            export.write_atomic(path, text, overwrite=args.force)
     except (TypeError, ValueError, RuntimeError, OSError) as error:
         raise _UsageError(str(error)) from None
     print("\n".join(targets))

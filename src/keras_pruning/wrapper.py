@@ -105,14 +105,15 @@ def _check_plain_weights(layer):
         raise ValueError(
             f"Layer {layer.name!r} has LoRA enabled: its kernel is the sum of a "
             "frozen variable and a low-rank product, which a mask cannot prune. "
-            "Prune the layer before `enable_lora()`, or leave it out with "
-            f"`layers=`. Received: layer={layer.name!r}"
+            "Prune and strip the model before `enable_lora()`, or leave the "
+            f"layer out with `layers=`. Received: layer={layer.name!r}"
         )
     mode = getattr(layer.dtype_policy, "quantization_mode", None)
     if mode is not None:
         raise ValueError(
-            f"Layer {layer.name!r} is quantized ({mode}): its weights are no "
-            "longer float variables to mask. Prune, strip, then quantize. "
+            f"Layer {layer.name!r} is quantized ({mode}): its kernel is stored "
+            "quantized, with scales, not as the variable a mask multiplies. "
+            "Prune, strip, then quantize. "
             f"Received: layer={layer.name!r}"
         )
 
@@ -191,23 +192,15 @@ def _call_with_values(wrapper, values, *args, **kwargs):
     ) as scope:
         before = {id(v): scope.get_current_value(v) for v, _ in mapping}
         outputs = call(*args, **kwargs)
-    updated = _updated_variables(layer) if wrapper._stateful else layer.variables
+    updated = layer.variables
+    for stateful in wrapper._stateful_layers:  # RNN states are untracked
+        states = keras.tree.flatten(getattr(stateful, "states", None) or [])
+        updated = updated + [v for v in states if isinstance(v, keras.Variable)]
     for variable in updated:
         value = scope.get_current_value(variable)
         if id(variable) not in values and value is not before.get(id(variable)):
             variable.assign(value)
     return outputs, scope.losses
-
-
-def _updated_variables(layer):
-    """The variables `layer` may assign in its call: its own, and those it
-    does not track (the `states` of a stateful RNN, in it or its sublayers)."""
-    found = list(layer.variables)
-    for sublayer in layer._flatten_layers(include_self=True):
-        if getattr(sublayer, "stateful", False):
-            states = keras.tree.flatten(getattr(sublayer, "states", None) or [])
-            found += [v for v in states if isinstance(v, keras.Variable)]
-    return found
 
 
 def _accumulate_gradient(effective, accumulated):
@@ -510,7 +503,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._masks = []
         self._thresholds = []
         self._gradients = []
-        self._stateful = False  # holds a stateful RNN (set in build)
+        self._stateful_layers = ()  # stateful RNNs in the layer (set in build)
 
     @property
     def pruning_step(self):
@@ -567,9 +560,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f"{input_shape}. Build it (or call it once) before wrapping "
                     "it with PruneLowMagnitude."
                 ) from error
-        self._stateful = any(
-            getattr(sublayer, "stateful", False)
+        self._stateful_layers = tuple(
+            sublayer
             for sublayer in self.layer._flatten_layers(include_self=True)
+            if getattr(sublayer, "stateful", False)
         )
         if self.granularity == "channel":
             from keras_pruning.structured._graph import maskable_weights

@@ -1,6 +1,7 @@
 """Reading TFLite flatbuffers: validation, operators, sparse tensors."""
 
 import dataclasses
+import re
 
 from keras_pruning.export._deps import require
 
@@ -18,8 +19,8 @@ class ModelInfo:
     num_outputs: int
     # For the model's inputs (outputs) in order, their positions among the main
     # subgraph's, where the converter may have put them in another order.
-    input_positions: tuple = ()
-    output_positions: tuple = ()
+    input_positions: tuple
+    output_positions: tuple
 
 
 def _schema():
@@ -96,16 +97,17 @@ def model_info(data, name="data"):
 def _positions(tensors, named):
     """The positions in `tensors` (the subgraph's input or output tensor
     indices) of a signature's entries in their model order: the order of the
-    `n` in their names `input_<n>` / `output_<n>`, as `to_tflite` and Keras's
-    export name them. The subgraph's order where the names are otherwise."""
+    `n` in their names `input_<n>` / `output_<n>`, as `to_tflite` names them.
+    The subgraph's order where the names are otherwise (or stripped:
+    `compress_for_micro` puts the subgraph's in the model's order first)."""
     identity = tuple(range(len(tensors)))
     entries = []
     for entry in named or ():
         name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        number = name.rpartition("_")[2]
-        if not number.isdigit() or entry.tensorIndex not in tensors:
+        match = re.fullmatch(r"(?:input|output)_(\d+)", name or "")
+        if match is None or entry.tensorIndex not in tensors:
             return identity
-        entries.append((int(number), tensors.index(entry.tensorIndex)))
+        entries.append((int(match[1]), tensors.index(entry.tensorIndex)))
     if sorted(p for _, p in entries) != list(identity):
         return identity
     return tuple(p for _, p in sorted(entries))

@@ -614,6 +614,11 @@ def compress_for_micro(
     candidates.sort(key=lambda c: c.key)
 
     if strip_strings:
+        # The signature defs go: put the inputs and outputs in the model's
+        # order, which they recorded, so interpreters find them by index.
+        main = model.subgraphs[0]
+        main.inputs = [main.inputs[p] for p in info.input_positions]
+        main.outputs = [main.outputs[p] for p in info.output_positions]
         _strip_strings(model)
     if candidates:
         results = {c.key: c.result for c in candidates}

@@ -77,7 +77,10 @@ class _LiteRT:
         shapes = [(1, *x.shape) for x in sample]
         if shapes != self.shapes:  # inputs with an unknown axis take each length
             for details, shape in zip(self.inputs, shapes, strict=True):
-                self.interpreter.resize_tensor_input(details["index"], list(shape))
+                # Strict: only the batch and unknown axes may change size.
+                self.interpreter.resize_tensor_input(
+                    details["index"], list(shape), strict=True
+                )
             self.interpreter.allocate_tensors()
             self.shapes = shapes
         for details, x in zip(self.inputs, sample, strict=True):

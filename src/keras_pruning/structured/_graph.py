@@ -548,7 +548,12 @@ class Analysis:
         ]
         for channel_map in tracer.trace_model(model, input_maps):
             tracer.fix(channel_map, "model output")
-        unknown = [k for k in ignore if isinstance(k, str) and k not in tracer.matched]
+        known = {x.name for x in model._flatten_layers(include_self=False)}
+        unknown = [
+            k
+            for k in ignore
+            if isinstance(k, str) and k not in known and k not in tracer.matched
+        ]
         if unknown and not lenient:
             raise ValueError(
                 f"`ignore` names layers that model {model.name!r} does not "
