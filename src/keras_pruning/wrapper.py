@@ -503,7 +503,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._masks = []
         self._thresholds = []
         self._gradients = []
-        self._stateful_layers = ()  # stateful RNNs in the layer (set in build)
+        # Stateful RNNs in the layer, set in build; untracked: not sublayers.
+        object.__setattr__(self, "_stateful_layers", ())
 
     @property
     def pruning_step(self):
@@ -560,11 +561,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f"{input_shape}. Build it (or call it once) before wrapping "
                     "it with PruneLowMagnitude."
                 ) from error
-        self._stateful_layers = tuple(
+        stateful = tuple(
             sublayer
             for sublayer in self.layer._flatten_layers(include_self=True)
             if getattr(sublayer, "stateful", False)
         )
+        object.__setattr__(self, "_stateful_layers", stateful)
         if self.granularity == "channel":
             from keras_pruning.structured._graph import maskable_weights
 
