@@ -171,23 +171,20 @@ def test_an_out_path_that_is_a_file_exits_2_with_one_line(saved, tmp_path, capsy
     assert err.count("\n") == 1 and "taken" in err and "Traceback" not in err
 
 
-def test_a_failing_report_leaves_no_file(saved, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("step", "error"),
+    [
+        ("report", RuntimeError("TensorFlow Lite Micro cannot load the file")),
+        ("write_atomic", OSError("No space left on device")),
+    ],
+    ids=["report_fails", "write_fails"],
+)
+def test_a_failure_leaves_no_file(saved, tmp_path, capsys, monkeypatch, step, error):
     def fail(*args, **kwargs):
-        raise RuntimeError("TensorFlow Lite Micro cannot load the converted file")
+        raise error
 
-    monkeypatch.setattr(kp.export, "report", fail)
+    monkeypatch.setattr(kp.export, step, fail)
     args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path / "o")]
     assert main([*args, "--target", "litert", "--quantize", "none"]) == 2
-    assert "cannot load" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
-
-
-def test_a_failed_write_leaves_no_report(saved, tmp_path, capsys, monkeypatch):
-    def fail(*args, **kwargs):
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(kp.export, "write_atomic", fail)
-    args = ["export", str(saved / "cnn.keras"), "--out", str(tmp_path / "o")]
-    assert main([*args, "--target", "litert", "--quantize", "none"]) == 2
-    assert "No space left" in capsys.readouterr().err
+    assert str(error) in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
