@@ -10,7 +10,6 @@ unless given `--force`.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -82,7 +81,7 @@ def _load_calibration(path):
 def _export(args):
     from keras_pruning import export
     from keras_pruning.export._csource import _check_name
-    from keras_pruning.export._report import format_markdown
+    from keras_pruning.export._report import report_files, write_report
 
     model = _load_model(args.model)
     quantize = None if args.quantize == "none" else args.quantize
@@ -97,7 +96,7 @@ def _export(args):
     targets = [tflite_path]
     if args.target == "micro":
         targets += [f"{c_prefix}.cc", f"{c_prefix}.h", f"{c_prefix}_op_resolver.h"]
-    targets += [os.path.join(args.out, f"report.{ext}") for ext in ("json", "md")]
+    targets += report_files(args.out)
     existing = [path for path in targets if os.path.lexists(path)]
     if existing and not args.force:
         raise _UsageError(
@@ -122,11 +121,7 @@ def _export(args):
         export.write_atomic(tflite_path, data, overwrite=args.force)
         if args.target == "micro":
             export.write_c_source(data, c_prefix, name=args.name, overwrite=args.force)
-        for path, text in (
-            (targets[-2], json.dumps(result, indent=2) + "\n"),
-            (targets[-1], format_markdown(result)),
-        ):
-            export.write_atomic(path, text, overwrite=args.force)
+        write_report(result, args.out, overwrite=args.force)
     except (TypeError, ValueError, RuntimeError, OSError) as error:
         raise _UsageError(str(error)) from None
     print("\n".join(targets))

@@ -108,10 +108,7 @@ def report(model, *, x=None, y=None, baseline=None, path=None, overwrite=False):
         FileExistsError: if a report file exists in `path` and `overwrite` is
             False (checked before any measurement).
     """
-    files = []
-    if path is not None:
-        path = check_path(path)
-        files = [os.path.join(path, "report.json"), os.path.join(path, "report.md")]
+    files = [] if path is None else report_files(check_path(path))
     check_overwrite(files, overwrite)
     _check_samples(x, y)
     model, keras_bytes = _load(model)
@@ -197,12 +194,21 @@ def report(model, *, x=None, y=None, baseline=None, path=None, overwrite=False):
                 "baseline": _accuracy(baseline, x, y) if baseline is not None else None,
             }
     if path is not None:
-        json_path, markdown_path = files
-        write_atomic(
-            json_path, json.dumps(result, indent=2) + "\n", overwrite=overwrite
-        )
-        write_atomic(markdown_path, format_markdown(result), overwrite=overwrite)
+        write_report(result, path, overwrite=overwrite)
     return result
+
+
+def report_files(path):
+    """The files a report is written to in the folder `path`."""
+    return [os.path.join(path, "report.json"), os.path.join(path, "report.md")]
+
+
+def write_report(result, path, *, overwrite=False):
+    """Writes the dict `result` of `report` into the folder `path`, as
+    `report.json` and `report.md`, each atomically."""
+    json_path, markdown_path = report_files(path)
+    write_atomic(json_path, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
+    write_atomic(markdown_path, format_markdown(result), overwrite=overwrite)
 
 
 def _cost(model, baseline):
