@@ -425,12 +425,8 @@ class _Tracer:
             return [in_maps[0] if multiplier == 1 else in_maps[0].repeat(multiplier)]
         if isinstance(layer, _ELEMENTWISE):
             return [in_maps[0]]
-        if isinstance(layer, layers.BatchNormalization):
-            if not _last_axis(layer.axis, len(inputs[0].shape)):
-                raise _unsupported(layer, f"it normalizes axis {layer.axis}")
-            return [in_maps[0]]
-        if isinstance(layer, layers.LayerNormalization):
-            # Its gamma and beta are per channel only along the last axis.
+        if isinstance(layer, (layers.BatchNormalization, layers.LayerNormalization)):
+            # Their parameters are per channel only along the last axis.
             if not _last_axis(layer.axis, len(inputs[0].shape)):
                 raise _unsupported(layer, f"it normalizes axis {layer.axis}")
             return [in_maps[0]]
