@@ -57,13 +57,6 @@ _HOLDING_ZEROS = frozenset(
     }
 )
 
-_SMALLEST_NORMAL = {
-    "float16": 2.0**-14,
-    "bfloat16": 2.0**-126,
-    "float32": 2.0**-126,
-    "float64": 2.0**-1022,
-}
-
 
 def clear_pruned_moments(optimizer, wrappers):
     """Sets the first-moment slots of `optimizer` (one of
@@ -89,7 +82,7 @@ def clear_pruned_moments(optimizer, wrappers):
                     found.append(slot)
                     masks.append(ops.convert_to_tensor(mask))
                     dtype = standardize_dtype(slot.dtype)
-                    smallest.append(_SMALLEST_NORMAL.get(dtype, 0.0))
+                    smallest.append(masks_lib._SMALLEST_NORMAL.get(dtype, 0.0))
     if not found:
         return
     # One compiled call for all slots. Timed by hand on TensorFlow: 13.3 to

@@ -205,8 +205,15 @@ def _select_largest(values, k):
     return ops.cond(too_many, keep_first_ties, lambda: mask), threshold
 
 
-# float32's smallest normal number, 2**-126: the lowest score of a kept weight.
-_SMALLEST_KEPT_SCORE = float(np.finfo("float32").tiny)
+# The smallest normal number of each float dtype.
+_SMALLEST_NORMAL = {
+    "float16": 2.0**-14,
+    "bfloat16": 2.0**-126,
+    "float32": 2.0**-126,
+    "float64": 2.0**-1022,
+}
+# The lowest score of a kept weight.
+_SMALLEST_KEPT_SCORE = _SMALLEST_NORMAL["float32"]
 
 
 def _ranking_scores(scores, mask):
@@ -233,9 +240,10 @@ def _update_unstructured(weights, masks, counts, scores):
     For each weight `w`, its mask, its count `k` and its scores (`None`:
     `|w|`; else the given scores), ranked where the mask keeps them
     (`_ranking_scores`): the mask of the `k` best, the smallest kept score
-    (`_reported_threshold`), and `w` with every newly pruned entry set to 0. Returns `(finite, new_masks,
-    thresholds, new_weights)`; `finite` is a boolean vector, whether each
-    weight's scores are all finite, fetched once for all of them.
+    (`_reported_threshold`), and `w` with every newly pruned entry set to 0.
+    Returns `(finite, new_masks, thresholds, new_weights)`; `finite` is a
+    boolean vector, whether each weight's scores are all finite, fetched once
+    for all of them.
     """
     finite, new_masks, thresholds, new_weights = [], [], [], []
     for w, mask, k, given in zip(weights, masks, counts, scores, strict=True):
