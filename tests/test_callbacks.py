@@ -42,6 +42,31 @@ def test_first_batch_is_step_one_and_steps_carry_over_fits():
     assert [w.pruning_step for w in wrappers] == [9, 9]
 
 
+def test_batch_that_never_trains_takes_no_step():
+    # On data of unknown length, Keras begins one batch more than it trains
+    # (on JAX and TensorFlow) when the data runs out.
+    x, y = _data()
+    asked = []
+
+    class Recording(kp.ConstantSparsity):
+        def __call__(self, step):
+            asked.append(step)
+            return super().__call__(step)
+
+    model = _compiled(Recording(0.5, begin_step=0, frequency=5))
+
+    def batches():
+        for start in range(0, 16, 4):
+            yield x[start : start + 4], y[start : start + 4]
+
+    callback = kp.UpdatePruningStep()
+    model.fit(batches(), verbose=0, callbacks=[callback])
+    model.fit(batches(), verbose=0, callbacks=[callback])
+    assert [w.pruning_step for w in kp.pruning_wrappers(model)] == [8, 8]
+    assert asked[:8] == list(range(1, 9))
+    assert len(set(asked)) == len(asked)  # no step asked twice
+
+
 def test_masks_update_only_on_schedule_steps():
     x, y = _data(n=40)
     model = _compiled(
@@ -416,10 +441,16 @@ def test_pruning_summaries_every_n_batches(tmp_path):
 
 
 def test_callbacks_keep_keras_async_dispatch(tmp_path):
-    # Any on_train_batch_end override makes Keras fetch the logs after every
-    # step; the pruning callbacks only add one when asked to log per batch.
+    # An on_train_batch_end override makes Keras fetch the logs after every
+    # step, unless the callback is async-safe: UpdatePruningStep's only
+    # counts; PruningSummaries adds one only when asked to log per batch.
+    def dispatches_async(callback):
+        return keras.callbacks.CallbackList([callback])._async_train
+
+    assert dispatches_async(kp.UpdatePruningStep()) == dispatches_async(
+        keras.callbacks.Callback()
+    )
     default = keras.callbacks.Callback.on_train_batch_end
-    assert type(kp.UpdatePruningStep()).on_train_batch_end is default
     per_epoch = kp.PruningSummaries(tmp_path)
     assert per_epoch.on_train_batch_end.__func__ is default
     per_batch = kp.PruningSummaries(tmp_path, update_freq=5)
