@@ -203,6 +203,32 @@ def test_rewind_checkpoint_counts_batches_across_fits():
         lottery.RewindCheckpoint(step=-1)
 
 
+def test_rewind_checkpoint_skips_a_batch_begun_but_never_trained():
+    # On data of unknown length, Keras begins one batch more than it trains
+    # (on JAX and TensorFlow) when the data runs out.
+    x, y = _data(16)
+    pruned = lottery.prepare(dense_model())
+    pruned.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    checkpoint = lottery.RewindCheckpoint(step=6)
+
+    class AfterEachBatch(keras.callbacks.Callback):
+        seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(lottery.snapshot(self.model))
+
+    def batches():
+        for start in range(0, 16, 4):
+            yield x[start : start + 4], y[start : start + 4]
+
+    for _ in range(2):
+        callbacks = [kp.UpdatePruningStep(), checkpoint, AfterEachBatch()]
+        pruned.fit(batches(), verbose=0, callbacks=callbacks)
+    assert checkpoint.batches_seen == len(AfterEachBatch.seen) == 8
+    for a, b in zip(checkpoint.weights, AfterEachBatch.seen[5], strict=True):
+        np.testing.assert_array_equal(a, b)  # after the 6th batch
+
+
 def test_find_ticket_prunes_rewinds_and_retrains_each_round():
     starts, masks = [], []
 

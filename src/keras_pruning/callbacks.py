@@ -105,7 +105,44 @@ def _require_tensorboard():
         )
 
 
-class UpdatePruningStep(keras.callbacks.Callback):
+class _CountingTrainedBatches(keras.callbacks.Callback):
+    """A callback that finds the batch `fit` begins but never trains.
+
+    When data of unknown length runs out, `fit` on JAX and TensorFlow calls
+    `on_train_batch_begin` once more than it trains (so does any backend when
+    `steps_per_epoch` outlasts the data). Subclasses call `_batch_begun()` in
+    `on_train_batch_begin`, and `_untrained_batch()` in `on_epoch_end`.
+    """
+
+    # `on_train_batch_end` only counts: Keras may call it from another
+    # thread, after the step, without fetching each step's logs first. The
+    # count is read at the end of the epoch, when those calls have run.
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self._batches_begun = self._batches_ended = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batches_begun = self._batches_ended = 0
+
+    def _batch_begun(self):
+        self._batches_begun += 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches_ended += 1
+
+    def _untrained_batch(self):
+        """Whether the epoch's last batch began in `fit` and never trained;
+        starts counting the next epoch."""
+        untrained = bool(self.params) and (
+            self._batches_begun == self._batches_ended + 1
+        )
+        self._batches_begun = self._batches_ended = 0
+        return untrained
+
+
+class UpdatePruningStep(_CountingTrainedBatches):
     """Steps the model's pruning schedule once per training batch.
 
     One step counter serves the whole model: a shared layer, or a layer called
@@ -147,10 +184,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
         >>> model.fit(x, y, callbacks=[keras_pruning.UpdatePruningStep()])
     """
 
-    # `on_train_batch_end` only counts batches: Keras may call it from another
-    # thread, after the step, without fetching each step's logs first.
-    async_safe = True
-
     def __init__(self, hold_pruned_weights_at_zero=False):
         super().__init__()
         if not isinstance(hold_pruned_weights_at_zero, bool):
@@ -167,8 +200,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step_read = False
         self._updated = False
         self._pending = []
-        self._batches_begun = 0
-        self._batches_ended = 0
         self._masks_set_for_step = None
 
     def set_model(self, model):
@@ -227,7 +258,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         # wrappers' step in its own on_train_begin, which may run after this.
         self._step_read = False
         self._updated = False
-        self._batches_begun = self._batches_ended = 0
+        self.on_epoch_begin(None)
 
     def _model_step(self):
         return max(0, max(w.pruning_step for w in self._wrappers))
@@ -274,13 +305,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if wrappers:
             clear_pruned_moments(getattr(self.model, "optimizer", None), wrappers)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._batches_begun = self._batches_ended = 0
-
     def on_train_batch_begin(self, batch, logs=None):
         if self._wrappers is None:
             self.on_train_begin()
-        self._batches_begun += 1
+        self._batch_begun()
         self._apply_pending()
         if not self._step_read:
             self._step = self._model_step()
@@ -309,30 +337,18 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._updated = True
         self._clear_moments(updated)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._batches_ended += 1
-
     def on_epoch_end(self, epoch=None, logs=None, batch=None):
         # `batch` is accepted for TFMOT's custom-loop idiom
         # `callback.on_epoch_end(batch=-1)`.
         del epoch, logs, batch
         self._apply_pending()
-        self._take_back_untrained_batch()
-
-    def _take_back_untrained_batch(self):
-        """Takes back the step of a batch that began but never trained.
-
-        When data of unknown length runs out, `fit` on JAX and TensorFlow
-        calls `on_train_batch_begin` once more than it trains (so does any
-        backend when `steps_per_epoch` outlasts the data). Masks that step
-        set stay, and serve the next step, which takes its number.
-        """
-        if self.params and self._batches_begun == self._batches_ended + 1:
+        if self._untrained_batch():
+            # Its step is taken back; masks it set stay, and serve the next
+            # step, which takes its number.
             self._step -= 1
             for wrapper in self._wrappers:
                 wrapper._set_step(self._step)
             self._masks_set_for_step = self._step + 1
-        self._batches_begun = self._batches_ended = 0
 
     def on_train_end(self, logs=None):
         self._apply_pending()

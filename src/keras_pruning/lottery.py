@@ -25,7 +25,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_pruning.callbacks import UpdatePruningStep
+from keras_pruning.callbacks import UpdatePruningStep, _CountingTrainedBatches
 from keras_pruning.masks import apply_mask
 from keras_pruning.prune import prune_low_magnitude, pruning_wrappers
 from keras_pruning.schedules import ConstantSparsity, _check_int
@@ -204,14 +204,15 @@ def rewind(model, weights):
             weight.assign(apply_mask(weight, mask))
 
 
-class RewindCheckpoint(keras.callbacks.Callback):
+class RewindCheckpoint(_CountingTrainedBatches):
     """Keeps a `snapshot` of the model's weights after `step` training batches.
 
     The rewind point of late rewinding: with `step=0` the snapshot is taken
     when training begins (the original lottery tickets); with `step=k`,
     before the `(k + 1)`-th batch, or when training ends after exactly `k`
     batches. Batches are counted across `fit()` calls (one per batch, with
-    the default `steps_per_execution=1`).
+    the default `steps_per_execution=1`); a batch that `fit` begins but never
+    trains, when data of unknown length runs out, does not count.
 
     Args:
         step: the number of training batches before the snapshot, >= 0.
@@ -241,8 +242,13 @@ class RewindCheckpoint(keras.callbacks.Callback):
         self._take()
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begun()
         self._take()
         self.batches_seen += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._untrained_batch():  # its snapshot, if taken, is right
+            self.batches_seen -= 1
 
     def on_train_end(self, logs=None):
         self._take()
