@@ -35,6 +35,36 @@ def test_macs_and_params_per_layer():
     assert rows["sep"].channels == 4
 
 
+@pytest.mark.parametrize(
+    "conv",
+    [
+        lambda fmt: L.Conv2D(8, 3, padding="same", data_format=fmt, name="c"),
+        lambda fmt: L.SeparableConv2D(8, 3, data_format=fmt, name="c"),
+        lambda fmt: L.Conv2DTranspose(8, 2, strides=2, data_format=fmt, name="c"),
+    ],
+)
+def test_channels_first_counts_as_channels_last(conv):
+    def row(fmt, shape):
+        model = keras.Sequential([keras.Input(shape), conv(fmt)])
+        return kp.model_cost(model)[0]
+
+    last = row("channels_last", (12, 10, 3))
+    first = row("channels_first", (3, 12, 10))
+    assert (first.macs, first.channels, first.params) == (
+        last.macs,
+        last.channels,
+        last.params,
+    )
+    assert last.channels == 8
+
+
+def test_time_distributed_counts_its_layer_once_per_step():
+    inputs = keras.Input((5, 8))
+    distributed = L.TimeDistributed(L.Dense(4), name="td")
+    (row,) = kp.model_cost(keras.Model(inputs, distributed(inputs)))
+    assert row.macs == 5 * 8 * 4 and row.channels == 4
+
+
 def test_shared_layer_counts_its_params_once_and_its_macs_per_call():
     shared = L.Dense(4, name="shared")
     inputs = keras.Input((4,))

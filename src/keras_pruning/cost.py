@@ -3,7 +3,8 @@
 Counts are for one input (batch size 1), from the static shapes of the
 model's graph. A MAC is one multiply-accumulate; FLOPs are `2 * MACs`. MACs
 are counted for Dense and convolution layers (depthwise, separable and
-transposed included), which dominate CNNs and MLPs; other layers count 0.
+transposed included, in either data format), also inside `TimeDistributed`,
+which dominate CNNs and MLPs; other layers count 0.
 """
 
 import dataclasses
@@ -24,7 +25,8 @@ class LayerCost:
         kind: the layer's class name.
         params: number of weights (masked ones included).
         macs: multiply-accumulates per input, summed over the layer's calls.
-        channels: size of the output's last axis.
+        channels: size of the output's channel axis: the last one, or the
+            first for a layer with `data_format="channels_first"`.
     """
 
     layer: str
@@ -42,8 +44,21 @@ def _prod(values):
     return math.prod(int(v) for v in values)
 
 
+def _channels_last(layer, shape):
+    """`shape` (without the batch axis) with the layer's channels last."""
+    if getattr(layer, "data_format", None) == "channels_first" and shape:
+        return shape[1:] + shape[:1]
+    return shape
+
+
 def _macs(layer, in_shape, out_shape):
     """MACs of one call from shapes without the batch axis."""
+    from keras_pruning.structured._graph import _unwrap
+
+    if isinstance(layer, layers.TimeDistributed):  # the same layer per step
+        return in_shape[0] * _macs(_unwrap(layer.layer), in_shape[1:], out_shape[1:])
+    in_shape = _channels_last(layer, in_shape)
+    out_shape = _channels_last(layer, out_shape)
     if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
         spatial = _prod(out_shape[:-1])
         mid = in_shape[-1] * layer.depth_multiplier
@@ -129,7 +144,7 @@ def model_cost(model):
             kind=type(layer).__name__,
             params=int(layer.count_params()) if layer.built else 0,
             macs=int(macs),
-            channels=int(out_shape[-1]) if out_shape else 1,
+            channels=int(_channels_last(layer, out_shape)[-1]) if out_shape else 1,
         )
     return list(rows.values())
 
