@@ -74,8 +74,11 @@ def test_plan_takes_the_largest_sparsity_within_budget():
     # "b" fails at 25% already, so later in-budget sparsities do not count.
     assert table.plan(0.01) == {"a": 0.5, "b": 0.0, "c": 0.9}
     assert table.plan(0.05) == {"a": 0.75, "b": 0.9, "c": 0.9}
-    with pytest.raises(ValueError, match="`max_drop` must be a non-negative number"):
-        table.plan(-0.1)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="`max_drop` must be a non-negative"):
+            table.plan(bad)
+    with pytest.raises(TypeError, match=r"`max_drop` must be .*of type str"):
+        table.plan("0.1")
     markdown = table.to_markdown()
     assert "| a | 0.9000 | 0.8950 | 0.8800 | 0.7000 |" in markdown
     assert "| layer | 25% | 50% | 75% | 90% |" in markdown
@@ -110,7 +113,8 @@ def test_writes_a_png_plot(trained, tmp_path):
         ({"sparsities": 0.5}, TypeError, "`sparsities` must be a list"),
         ({"sparsities": ()}, ValueError, "`sparsities` is empty"),
         ({"metric": "f1"}, ValueError, r"`metric` must be one of \('accuracy',\)"),
-        ({"layers": "missing"}, ValueError, "No prunable layers selected"),
+        ({"layers": "missing"}, ValueError, r"names layers .* does not have"),
+        ({"layers": keras.layers.Conv2D}, ValueError, "No prunable layers selected"),
         ({"plot": "out.svg"}, ValueError, "`plot` must be a path ending in .png"),
         ({"verbose": 2}, ValueError, "`verbose` must be 0 or 1"),
     ],
@@ -125,8 +129,10 @@ def test_bad_data_and_models():
     x = np.zeros((4, 8), "float32")
     with pytest.raises(TypeError, match="`data` must be a pair"):
         sensitivity(dense_model(), x)
-    with pytest.raises(ValueError, match="as many labels as inputs"):
+    with pytest.raises(ValueError, match="as many labels as samples"):
         sensitivity(dense_model(), (x, np.zeros(3)))
+    with pytest.raises(ValueError, match="not built"):
+        sensitivity(keras.Sequential([keras.layers.Dense(2)]), (x, np.zeros(4)))
     with pytest.raises(ValueError, match="strip_pruning"):
         sensitivity(kp.prune_low_magnitude(dense_model()), (x, np.zeros(4)))
     with pytest.raises(TypeError, match="`model` must be a Sequential or functional"):
@@ -139,6 +145,26 @@ def test_accuracy_reads_one_hot_labels_and_a_single_probability():
     assert accuracy(np.array([0, 2]), logits) == 0.5
     assert accuracy(np.eye(3)[[0, 2]], logits) == 0.5
     assert accuracy(np.array([1, 0, 1]), np.array([[0.9], [0.2], [0.4]])) == 2 / 3
+    assert accuracy(np.array([1, 0, 1]), np.array([0.9, 0.2, 0.4])) == 2 / 3
+
+
+def test_a_nan_score_is_out_of_budget():
+    table = SensitivityTable(0.3, (0.25, 0.5), {"a": [0.3, float("nan")]}, "loss")
+    assert table.plan(0.01) == {"a": 0.25}
+
+
+def test_models_with_several_inputs_are_analysed():
+    first, second = keras.Input((4,)), keras.Input((4,))
+    joined = keras.layers.Concatenate()([first, second])
+    model = keras.Model([first, second], keras.layers.Dense(3, name="d")(joined))
+    rng = np.random.default_rng(0)
+    xa, xb = rng.normal(size=(2, 16, 4)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    table = sensitivity(model, ([xa, xb], y), sparsities=(0.5,))
+    expected = kp.prune_to_sparsity(model, 0.5).predict([xa, xb], verbose=0)
+    assert table.scores["d"] == [np.mean(expected.argmax(-1) == y)]
+    with pytest.raises(ValueError, match=r"Received: \[12, 16\] samples"):
+        sensitivity(model, ([xa[:12], xb], y))
 
 
 def test_layers_of_nested_models_with_one_name_raise():

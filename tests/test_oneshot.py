@@ -100,7 +100,21 @@ def test_nested_models_are_pruned(rng):
         (
             {"sparsity": 0.5, "layers": "nothing_here"},
             ValueError,
+            r"`layers` names layers that model .* does not have: \['nothing_here'\]",
+        ),
+        (
+            {"sparsity": 0.5, "layers": keras.layers.Conv2D},
+            ValueError,
             "No prunable weights",
+        ),
+        (
+            {
+                "sparsity": 0.5,
+                "global_pruning": True,
+                "sparsity_bounds": {"D2": (0, 0.1)},
+            },
+            ValueError,
+            r"`sparsity_bounds` names layers .* does not have: \['D2'\]",
         ),
         ({}, TypeError, "`sparsity` must be a float.*Received: sparsity=None"),
         (
@@ -148,6 +162,15 @@ def test_rejects_wrapped_unbuilt_and_non_models():
     unbuilt = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="not built"):
         kp.prune_to_sparsity(unbuilt, 0.5)
+
+
+def test_frozen_layers_are_pruned_as_prune_low_magnitude_wraps_them(rng):
+    model = _trained_like(dense_model(), rng)
+    model.layers[0].trainable = False
+    assert len(kp.pruning_wrappers(kp.prune_low_magnitude(model))) == 2
+    sparse = kp.prune_to_sparsity(model, 0.5)
+    for zeros, size in _kernel_sparsity(sparse).values():
+        assert zeros == size // 2
 
 
 def _blocks_kept(kernel, block_size):

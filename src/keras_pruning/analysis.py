@@ -16,7 +16,12 @@ import numpy as np
 from keras_pruning._files import check_overwrite, check_path, write_atomic
 from keras_pruning.masks import apply_mask, magnitude_mask
 from keras_pruning.oneshot import _selected_layers
-from keras_pruning.prune import _is_graph_model, _selection, pruning_wrappers
+from keras_pruning.prune import (
+    _check_selected_names,
+    _is_graph_model,
+    _selection,
+    pruning_wrappers,
+)
 from keras_pruning.schedules import _check_int, _check_sparsity
 
 __all__ = ("SensitivityTable", "sensitivity")
@@ -63,11 +68,12 @@ class SensitivityTable:
         Returns:
             A dict, layer name -> sparsity.
         """
-        if (
-            isinstance(max_drop, bool)
-            or not isinstance(max_drop, numbers.Real)
-            or max_drop < 0
-        ):
+        if isinstance(max_drop, bool) or not isinstance(max_drop, numbers.Real):
+            raise TypeError(
+                "`max_drop` must be a non-negative number. Received: "
+                f"max_drop={max_drop!r} (of type {type(max_drop).__name__})"
+            )
+        if not max_drop >= 0:  # NaN too
             raise ValueError(
                 f"`max_drop` must be a non-negative number. Received: max_drop={max_drop!r}"
             )
@@ -75,7 +81,7 @@ class SensitivityTable:
         for layer in self.scores:
             chosen = 0.0
             for sparsity, drop in zip(self.sparsities, self.drop(layer), strict=True):
-                if drop > max_drop:
+                if not drop <= max_drop:  # a NaN score is out of budget
                     break
                 chosen = sparsity
             plan[layer] = chosen
@@ -103,15 +109,16 @@ def _metric_function(metric):
     if metric == "accuracy":
 
         def accuracy(y_true, y_pred):
-            # As Keras's "accuracy": one output column is a probability
-            # (threshold 0.5); one-hot labels are compared by their argmax.
+            # As Keras's "accuracy": one output column (or none) is a
+            # probability (threshold 0.5); one-hot labels are compared by
+            # their argmax.
             y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-            if y_pred.shape[-1] == 1:
+            if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
                 predicted = (y_pred.reshape(-1) > 0.5).astype(y_true.dtype)
             else:
                 predicted = y_pred.argmax(-1)
-            if y_true.ndim == y_pred.ndim and y_true.shape[-1] == y_pred.shape[-1] > 1:
-                y_true = y_true.argmax(-1)
+                if y_true.ndim == y_pred.ndim and y_true.shape[-1] == y_pred.shape[-1]:
+                    y_true = y_true.argmax(-1)
             return float(np.mean(predicted == y_true.reshape(-1)))
 
         return "accuracy", accuracy
@@ -128,15 +135,20 @@ def _check_data(data):
             f"Received: data of type {type(data).__name__}"
         )
     x, y = data
-    if not (hasattr(x, "__len__") and hasattr(y, "__len__")):
+    if isinstance(y, (list, tuple)):
+        y = np.asarray(y)
+    inputs = keras.tree.flatten(x)  # one array per model input
+    if not (inputs and all(hasattr(a, "shape") for a in [*inputs, y])):
         raise TypeError(
-            "`data` must be a pair `(x, y)` of arrays. Received: data of types "
+            "`data` must be a pair `(x, y)` of arrays (x: a list or dict of "
+            "arrays for several inputs). Received: data of types "
             f"({type(x).__name__}, {type(y).__name__})"
         )
-    if len(x) != len(y) or len(x) == 0:
+    samples = {len(a) for a in inputs}
+    if samples != {len(y)} or len(y) == 0:
         raise ValueError(
-            "`data` must hold as many labels as inputs, at least one. "
-            f"Received: {len(x)} inputs and {len(y)} labels"
+            "`data` must hold as many labels as samples of every input, at "
+            f"least one. Received: {sorted(samples)} samples and {len(y)} labels"
         )
     return x, y
 
@@ -209,6 +221,11 @@ def sensitivity(
             f"Model {model.name!r} holds PruneLowMagnitude layers: analyse the "
             "model before pruning, or `strip_pruning(model)` first."
         )
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built: give it a `keras.Input` or call "
+            "`model.build(input_shape)` first."
+        )
     x, y = _check_data(data)
     sparsities = _check_sparsities(sparsities)
     metric_name, metric_fn = _metric_function(metric)
@@ -228,6 +245,7 @@ def sensitivity(
             )
     check_overwrite([] if plot is None else [plot], overwrite)
     select = _selection(layers, None)
+    _check_selected_names(model, layers)
     selected = _selected_layers(model, model, select)
     if not selected:
         raise ValueError(

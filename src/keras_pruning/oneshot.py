@@ -15,6 +15,7 @@ from keras_pruning.masks import (
 )
 from keras_pruning.prune import (
     _check_global_args,
+    _check_selected_names,
     _clone_uncompiled,
     _is_graph_model,
     _nested_bounds,
@@ -45,12 +46,12 @@ def _selected_layers(model, copy, select):
             chosen = select is None or select(layer) is not None
             if isinstance(layer, keras.Model):
                 walk(layer, twin, None if chosen else select)
-            elif not chosen or registry.is_passthrough(layer) or id(layer) in seen:
+            elif not chosen or id(layer) in seen:
                 continue
-            elif registry.is_prunable(layer):
+            elif registry.is_prunable(layer):  # first, as in prune_low_magnitude
                 seen.add(id(layer))
                 found.append((layer, registry.get_prunable_weights(twin)))
-            else:
+            elif not registry.is_passthrough(layer):
                 raise ValueError(registry._unsupported_message(layer))
 
     walk(model, copy, select)
@@ -158,6 +159,7 @@ def prune_to_sparsity(
             "`model.build(input_shape)` first."
         )
     select = _selection(layers, None)
+    _check_selected_names(model, layers, sparsity_bounds)
     copy = _clone_uncompiled(model)
     copy.set_weights(model.get_weights())
     selected = _selected_layers(model, copy, select)

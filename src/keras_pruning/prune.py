@@ -191,13 +191,8 @@ def prune_low_magnitude(
         _check_layer_names(
             to_prune, "pruning_schedule", list(pruning_schedule), pruning_schedule
         )
-    elif layers is not None and (isinstance(layers, type) or not callable(layers)):
-        keys = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
-        _check_layer_names(to_prune, "layers", keys, layers)
-    if isinstance(sparsity_bounds, dict) and isinstance(to_prune, keras.Model):
-        _check_layer_names(
-            to_prune, "sparsity_bounds", list(sparsity_bounds), sparsity_bounds
-        )
+    if isinstance(to_prune, keras.Model):
+        _check_selected_names(to_prune, layers, sparsity_bounds)
     if pruning_schedule is None or isinstance(pruning_schedule, dict):
         pruning_schedule = ConstantSparsity(0.5, 0)
     wrapper_args = dict(
@@ -380,6 +375,18 @@ def _check_layer_names(model, argument, keys, received):
             f"`{argument}` names layers that model {model.name!r} does not have: "
             f"{missing}. Its layers: {sorted(names)}. Received: "
             f"{argument}={received!r}"
+        )
+
+
+def _check_selected_names(model, layers, sparsity_bounds=None):
+    """`_check_layer_names` for the names in `layers` (unless a predicate)
+    and among the keys of a dict `sparsity_bounds`."""
+    if layers is not None and (isinstance(layers, type) or not callable(layers)):
+        keys = list(layers) if isinstance(layers, (list, tuple, set)) else [layers]
+        _check_layer_names(model, "layers", keys, layers)
+    if isinstance(sparsity_bounds, dict):
+        _check_layer_names(
+            model, "sparsity_bounds", list(sparsity_bounds), sparsity_bounds
         )
 
 
