@@ -2,11 +2,17 @@
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_pruning.allocation import _check_allocation, _check_bounds, erk_sparsities
+from keras_pruning.allocation import (
+    _check_allocation,
+    _check_bounds,
+    erk_masks,
+    erk_sparsities,
+)
 
 pytestmark = pytest.mark.backends
 
@@ -75,6 +81,17 @@ def test_bounds_of_wrong_type_raise_type_error(value):
 def test_bounds_are_normalized_to_float_pairs():
     assert _check_bounds([0, 0.5]) == (0.0, 0.5)
     assert _check_bounds(None) is None
+
+
+def test_numpy_numbers_are_accepted_as_bounds():
+    assert _check_bounds((np.float32(0.0), np.float32(0.5))) == (0.0, 0.5)
+    (sparsity,) = erk_sparsities([(4, 4)], 0.5, bounds=[(np.float32(0), 0.25)])
+    assert type(sparsity) is float and sparsity == 0.25
+
+
+def test_erk_masks_needs_a_list_of_tensors():
+    with pytest.raises(TypeError, match=r"`weights` must be a list of tensors"):
+        erk_masks("w", 0.5)
 
 
 @pytest.mark.parametrize("value", ["uniform", "ERK", None, 1])

@@ -133,6 +133,8 @@ def test_bad_data_and_models():
         sensitivity(dense_model(), (x, np.zeros(3)))
     with pytest.raises(ValueError, match="not built"):
         sensitivity(keras.Sequential([keras.layers.Dense(2)]), (x, np.zeros(4)))
+    with pytest.raises(ValueError, match=r"one label .*shape \(4, 3, 3\)"):
+        sensitivity(dense_model(), (x, np.zeros((4, 3, 3))))
     with pytest.raises(ValueError, match="strip_pruning"):
         sensitivity(kp.prune_low_magnitude(dense_model()), (x, np.zeros(4)))
     with pytest.raises(TypeError, match="`model` must be a Sequential or functional"):

@@ -92,3 +92,6 @@ def test_pruned_wrappers_are_looked_through_and_bad_input_raises():
     ]
     with pytest.raises(TypeError, match="model"):
         kp.model_cost(L.Dense(2))
+    unbuilt = keras.Sequential([L.Dense(2)], name="unbuilt")
+    with pytest.raises(ValueError, match="Received: model='unbuilt'.*not built"):
+        kp.model_cost(unbuilt)

@@ -163,6 +163,9 @@ def test_rewind_rejects_weights_of_another_architecture():
         r"of shape \(8, 32\)",
     ):
         lottery.rewind(pruned, wider)
+    nested_lists = [w.tolist() for w in lottery.snapshot(dense_model(hidden=32))]
+    with pytest.raises(ValueError, match=r"Received: an array of shape \(8, 32\)"):
+        lottery.rewind(pruned, nested_lists)
 
 
 class _EveryBatch(keras.callbacks.Callback):

@@ -120,7 +120,7 @@ def test_nested_models_are_pruned(rng):
         (
             {"sparsity": 0.5, "block_size": (0, 16)},
             ValueError,
-            r"`block_size` must be a tuple.*Received: block_size=\(0, 16\)",
+            r"`block_size` must be a pair.*Received: block_size=\(0, 16\)",
         ),
         (
             {"sparsity": 0.5, "block_pooling_type": "min"},
@@ -152,6 +152,13 @@ def test_nested_models_are_pruned(rng):
 def test_bad_arguments_name_the_argument(kwargs, error, message):
     with pytest.raises(error, match=message):
         kp.prune_to_sparsity(dense_model(), **kwargs)
+
+
+def test_numpy_integers_are_a_block_size(rng):
+    model = _trained_like(dense_model(), rng)
+    sparse = kp.prune_to_sparsity(model, 0.5, block_size=(np.int64(2), 2))
+    kernel = keras.ops.convert_to_numpy(sparse.layers[0].kernel)
+    assert _blocks_kept(kernel, (2, 2)) == (16, 32)
 
 
 def test_rejects_wrapped_unbuilt_and_non_models():

@@ -381,6 +381,11 @@ def test_unbuilt_sequential_and_subclassed_models_are_rejected():
         kp.prune_low_magnitude(Net(), pruning_policy=XNNPACK)
 
 
+def test_the_xnnpack_check_needs_a_model():
+    with pytest.raises(TypeError, match="checks a keras.Model.*of type str"):
+        XNNPACK.ensure_model_supports_pruning("model")
+
+
 def test_already_pruned_model_is_rejected_before_the_policy_runs():
     pruned = kp.prune_low_magnitude(_xnnpack_model(), pruning_policy=XNNPACK)
     with pytest.raises(ValueError, match="already pruned.*strip_pruning"):

@@ -276,6 +276,14 @@ def test_weightless_and_known_dense_layers_are_passthrough():
         assert not registry.is_prunable(layer), type(layer).__name__
 
 
+def test_non_layers_and_unbuilt_layers_get_clear_errors():
+    for ask in (registry.is_passthrough, registry.is_prunable):
+        with pytest.raises(TypeError, match=r"`layer` must be .*Received: layer='d"):
+            ask("dense")
+    with pytest.raises(ValueError, match="'fresh' is not built"):
+        registry.get_prunable_weights(layers.Dense(3, name="fresh"))
+
+
 # --- Unsupported layers ---------------------------------------------------------
 
 

@@ -504,11 +504,11 @@ def test_bad_pruning_schedule_raises_type_error():
 
 def test_block_size_validation():
     for bad in ("11", 2, (1,), (1, 1, 1), (1.0, 1), (True, 1), (1, None), None):
-        with pytest.raises(TypeError, match="`block_size` must be a tuple"):
+        with pytest.raises(TypeError, match="`block_size` must be a pair"):
             kp.PruneLowMagnitude(layers.Dense(2), block_size=bad)
     for bad in ((0, 1), (1, 0), (-1, 2)):
         with pytest.raises(
-            ValueError, match=r"`block_size` must be a tuple.*Received: block_size="
+            ValueError, match=r"`block_size` must be a pair.*Received: block_size="
         ):
             kp.PruneLowMagnitude(layers.Dense(2), block_size=bad)
     assert kp.PruneLowMagnitude(layers.Dense(2), block_size=[1, 1]).block_size == (1, 1)

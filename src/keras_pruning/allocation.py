@@ -8,6 +8,7 @@ own ranking. Both take per-tensor `(floor, cap)` bounds.
 """
 
 import math
+import numbers
 
 import numpy as np
 from keras import ops
@@ -79,7 +80,7 @@ def erk_sparsities(shapes, sparsity, bounds=None):
             low_eps = middle
         else:
             high_eps = middle
-    return [1.0 - d for d in densities(high_eps)]
+    return [float(1.0 - d) for d in densities(high_eps)]
 
 
 def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
@@ -101,6 +102,13 @@ def erk_masks(weights, sparsity, block_size=(1, 1), pooling="avg", bounds=None):
         `(masks, thresholds)`: a boolean mask and the smallest kept score
         per tensor.
     """
+    if not isinstance(weights, (list, tuple)) or not all(
+        hasattr(w, "shape") for w in weights
+    ):
+        raise TypeError(
+            "`weights` must be a list of tensors. Received: "
+            f"weights={weights!r} (of type {type(weights).__name__})"
+        )
     bounds = bounds or [_NO_BOUNDS] * len(weights)
     targets = erk_sparsities([tuple(w.shape) for w in weights], sparsity, bounds)
     masks, thresholds = [], []
@@ -180,7 +188,7 @@ def _check_bounds(bounds):
         not isinstance(bounds, (tuple, list))
         or len(bounds) != 2
         or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in bounds
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bounds
         )
     ):
         raise TypeError(allowed)

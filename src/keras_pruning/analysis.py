@@ -119,6 +119,12 @@ def _metric_function(metric):
                 predicted = y_pred.argmax(-1)
                 if y_true.ndim == y_pred.ndim and y_true.shape[-1] == y_pred.shape[-1]:
                     y_true = y_true.argmax(-1)
+            if y_true.size != predicted.size:
+                raise ValueError(
+                    '`metric="accuracy"` needs one label (a class index, or a '
+                    "one-hot row) per prediction: the model predicts "
+                    f"{predicted.size}. Received: labels of shape {y_true.shape}"
+                )
             return float(np.mean(predicted == y_true.reshape(-1)))
 
         return "accuracy", accuracy

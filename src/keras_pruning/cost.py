@@ -99,10 +99,19 @@ def _calls(model):
 
 
 def _check_model(model, argument):
+    from keras_pruning.prune import _is_graph_model
+
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`{argument}` must be a Sequential or functional keras.Model. "
             f"Received: {argument}={model!r} (of type {type(model).__name__})"
+        )
+    if not _is_graph_model(model) or not model.built or not model.inputs:
+        raise ValueError(
+            "Costs are read from the layer graph of a built Sequential or "
+            f"functional model (start it with `keras.Input(shape)`). Received: "
+            f"{argument}={model.name!r} of class {type(model).__name__}"
+            + ("" if model.built else ", not built")
         )
 
 

@@ -23,6 +23,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_pruning.callbacks import UpdatePruningStep, _CountingTrainedBatches
@@ -191,11 +192,11 @@ def rewind(model, weights):
             f"{len(weights)} arrays"
         )
     for variable, value in zip(variables, weights, strict=True):
-        if tuple(value.shape) != tuple(variable.shape):
+        if tuple(np.shape(value)) != tuple(variable.shape):
             raise ValueError(
                 f"`weights` does not match model {model.name!r}: variable "
                 f"{variable.path!r} has shape {tuple(variable.shape)}. Received: "
-                f"an array of shape {tuple(value.shape)}"
+                f"an array of shape {tuple(np.shape(value))}"
             )
     for variable, value in zip(variables, weights, strict=True):
         variable.assign(value)

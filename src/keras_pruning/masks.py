@@ -495,7 +495,7 @@ def _check_bound_pairs(bounds, count):
             not isinstance(pair, (list, tuple))
             or len(pair) != 2
             or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair
+                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair
             )
         ):
             raise TypeError(allowed)

@@ -9,6 +9,7 @@ import keras
 from keras_pruning import registry
 from keras_pruning.allocation import _NO_BOUNDS, _check_allocation, _shared_masks
 from keras_pruning.masks import (
+    _check_block_size,
     apply_mask,
     block_magnitude_mask,
     m_by_n_mask,
@@ -26,7 +27,6 @@ from keras_pruning.schedules import _check_sparsity
 from keras_pruning.wrapper import (
     _channel_axis,
     _check_ranks,
-    _validate_block_size,
     _validate_m_by_n,
     _validate_pooling_type,
 )
@@ -130,7 +130,7 @@ def prune_to_sparsity(
             f"`global_pruning=True` with it. Received: allocation={allocation!r}, "
             f"global_pruning={global_pruning}"
         )
-    block_size = _validate_block_size(block_size)
+    block_size = _check_block_size(block_size)
     pooling = _validate_pooling_type(block_pooling_type)
     sparsity_m_by_n = _validate_m_by_n(sparsity_m_by_n)
     if sparsity_m_by_n is None:

@@ -243,6 +243,11 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
                 GlobalAveragePooling2D, or an unsupported layer between them.
         """
         name = type(self).__name__
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"{name} checks a keras.Model. Received: model={model!r} (of "
+                f"type {type(model).__name__})"
+            )
         functional = _graph_model(model)
         if functional is None:
             if isinstance(model, keras.Sequential):

@@ -137,10 +137,11 @@ def get_prunable_weights(layer):
         ValueError: if the layer type is not supported and has no
             `get_prunable_weights()` method.
     """
-    if not isinstance(layer, keras.layers.Layer):
-        raise TypeError(
-            "`layer` must be a keras.layers.Layer instance. "
-            f"Received: layer={layer!r} (of type {type(layer).__name__})"
+    _check_layer(layer)
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} is not built, so it has no weights yet: call "
+            "it on an input, or `layer.build(input_shape)`, first."
         )
     custom = getattr(layer, "get_prunable_weights", None)
     if callable(custom):
@@ -189,9 +190,18 @@ def _sublayers(layer):
     return []
 
 
+def _check_layer(layer):
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(
+            "`layer` must be a keras.layers.Layer instance. "
+            f"Received: layer={layer!r} (of type {type(layer).__name__})"
+        )
+
+
 def is_prunable(layer):
     """True if `layer` has a `get_prunable_weights()` method, or a supported
     type whose sublayers (RNN cells, wrapped layers) are supported too."""
+    _check_layer(layer)
     if callable(getattr(layer, "get_prunable_weights", None)):
         return True
     if not any(isinstance(layer, types) for types, _ in _PRUNABLE):
@@ -202,6 +212,7 @@ def is_prunable(layer):
 def is_passthrough(layer):
     """True if `layer` is left dense: no trainable weights, or a type kept dense
     on purpose (depthwise convolutions, normalization layers)."""
+    _check_layer(layer)
     if isinstance(layer, _PASSTHROUGH):
         return True
     if isinstance(layer, keras.Model):

@@ -23,24 +23,6 @@ _CHANNEL_SIDES = ("in", "out")
 _STEP_KEY = "pruning_step"
 
 
-def _validate_block_size(block_size):
-    if (
-        not isinstance(block_size, (tuple, list))
-        or len(block_size) != 2
-        or not all(isinstance(b, int) and not isinstance(b, bool) for b in block_size)
-    ):
-        raise TypeError(
-            "`block_size` must be a tuple of two positive integers. "
-            f"Received: block_size={block_size!r}"
-        )
-    if min(block_size) < 1:
-        raise ValueError(
-            "`block_size` must be a tuple of two positive integers. "
-            f"Received: block_size={tuple(block_size)}"
-        )
-    return tuple(block_size)
-
-
 def _validate_pooling_type(block_pooling_type):
     if not isinstance(block_pooling_type, str) or (
         block_pooling_type.lower() not in _POOLING_TYPES
@@ -474,7 +456,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "as ConstantSparsity or PolynomialDecay. Received: "
                 f"pruning_schedule={pruning_schedule!r}"
             )
-        self.block_size = _validate_block_size(block_size)
+        self.block_size = masks_lib._check_block_size(block_size)
         self.block_pooling_type = _validate_pooling_type(block_pooling_type)
         self.sparsity_m_by_n = _validate_m_by_n(sparsity_m_by_n)
         self.criterion = criteria_lib._check_criterion(criterion)
