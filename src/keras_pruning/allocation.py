@@ -139,7 +139,7 @@ def _shared_masks(weights, sparsity, allocation, block_size, pooling, bounds):
     )
     # Separate values: JAX's trainer donates each variable's buffer, and two
     # variables must not share one.
-    value = float(threshold)
+    value = float(ops.convert_to_numpy(threshold))
     return masks, [ops.convert_to_tensor(value, "float32") for _ in weights]
 
 
