@@ -165,6 +165,25 @@ def test_bad_arguments_name_the_argument(cnn):
         to_tflite(pruned, path=3)
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_calibration_data_must_be_finite(cnn, bad):
+    pruned, x, _ = cnn
+    data = x[:8].copy()
+    data[3, 5, 5, 0] = bad
+    with pytest.raises(ValueError, match="finite numbers.*in sample 3"):
+        to_tflite(pruned, quantize="int8", representative_data=data)
+
+
+def test_an_int8_request_that_gives_a_float_file_raises(cnn, monkeypatch):
+    from keras_pruning.export import _convert
+
+    pruned, x, _ = cnn
+    float_file = to_tflite(pruned)
+    monkeypatch.setattr(_convert, "_convert", lambda *args: float_file)
+    with pytest.raises(RuntimeError, match=r"did not quantize .*\['FLOAT32'\]"):
+        to_tflite(pruned, quantize="int8", representative_data=x[:8])
+
+
 def test_model_without_inputs_is_rejected():
     class Net(keras.Model):
         def call(self, x):

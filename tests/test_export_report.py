@@ -9,6 +9,7 @@ from export_models import pruned_cnn
 
 import keras_pruning as kp
 from keras_pruning.export import information_floor_bytes, report
+from keras_pruning.export._report import write_report
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,15 @@ def test_report_compares_compute_with_the_baseline(tmp_path):
     before, after = result["cost"]["macs"]
     assert after < before
     assert "| conv2d | Conv2D | 16 → 8 |" in (tmp_path / "report.md").read_text()
+
+
+def test_report_json_writes_infinite_errors_as_null(full_report, tmp_path):
+    result, _ = full_report
+    overflowed = {**result, "litert": {**result["litert"], "max_abs_error": math.inf}}
+    write_report(overflowed, tmp_path)
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["litert"]["max_abs_error"] is None
+    assert written["micro"] == result["micro"]
 
 
 def test_report_bad_inputs(tmp_path):

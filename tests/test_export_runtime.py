@@ -78,6 +78,10 @@ def test_bad_verify_arguments(files):
         verify(files["micro"], files["model"], [[0.0]])
     with pytest.raises(ValueError, match="one label per sample"):
         verify(files["micro"], files["model"], files["x"][:4], y=files["y"][:3])
+    infinite = files["x"][:2].copy()
+    infinite[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="`x` must hold finite numbers"):
+        verify(files["micro"], files["model"], infinite)
 
 
 def test_min_arena_bytes_is_the_smallest_arena_that_runs(files, tmp_path):

@@ -145,6 +145,16 @@ def _calibration(representative_data, specs):
             f"`representative_data` samples must have the model's input shapes "
             f"{expected} (without the batch axis). Received: shapes {got}"
         )
+    for index, sample in enumerate(samples):
+        for x in sample:
+            x = np.asarray(x)
+            if np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all():
+                raise ValueError(
+                    "`representative_data` must hold finite numbers: int8 "
+                    "scales are set from their range (the converter crashes on "
+                    "infinity and keeps float32 for NaN). Received: NaN or "
+                    f"infinity in sample {index}"
+                )
 
     def dataset():
         # By signature input name: the converter may order inputs otherwise.
@@ -228,6 +238,8 @@ def to_tflite(
         _export_inference_saved_model(plain, specs, saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         data = _convert(converter, quantize, sparse, calibration, model.name)
+    if quantize == "int8":
+        _check_int8(data, specs, model.name)
     if target == "micro":
         _check_micro(data)
     if path is not None:
@@ -320,6 +332,20 @@ def _convert(converter, quantize, sparse, calibration, name):
         raise RuntimeError(
             f"The TFLite converter failed for model {name!r}: {error}"
         ) from error
+
+
+def _check_int8(data, specs, name):
+    """RuntimeError unless the float inputs and the outputs of a full-integer
+    file are int8, as the converter was asked."""
+    info = model_info(data)
+    floats = [spec.dtype.is_floating for spec in specs]
+    inputs = [t for t, f in zip(info.input_types, floats, strict=True) if f]
+    if any(t != "INT8" for t in [*inputs, *info.output_types]):
+        raise RuntimeError(
+            f"The TFLite converter did not quantize model {name!r} to int8: its "
+            f"inputs are {list(info.input_types)} and its outputs "
+            f"{list(info.output_types)}."
+        )
 
 
 def _check_micro(data):

@@ -21,6 +21,10 @@ class ModelInfo:
     # subgraph's, where the converter may have put them in another order.
     input_positions: tuple
     output_positions: tuple
+    # TensorType names ("INT8", "FLOAT32", ...) of the inputs (outputs), in
+    # the model's order.
+    input_types: tuple
+    output_types: tuple
 
 
 def _schema():
@@ -83,14 +87,25 @@ def model_info(data, name="data"):
     inputs = list(main.inputs if main.inputs is not None else ())
     outputs = list(main.outputs if main.outputs is not None else ())
     signature = (model.signatureDefs or [None])[0]
+    input_positions = _positions(inputs, signature and signature.inputs)
+    output_positions = _positions(outputs, signature and signature.outputs)
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if k.isupper()}
+
+    def types(tensors, positions):
+        return tuple(
+            type_names.get(main.tensors[tensors[p]].type, "UNKNOWN") for p in positions
+        )
+
     return ModelInfo(
         operators=tuple(operators),
         sparse_tensors=tuple(sparse),
         num_subgraphs=len(model.subgraphs),
         num_inputs=len(inputs),
         num_outputs=len(outputs),
-        input_positions=_positions(inputs, signature and signature.inputs),
-        output_positions=_positions(outputs, signature and signature.outputs),
+        input_positions=input_positions,
+        output_positions=output_positions,
+        input_types=types(inputs, input_positions),
+        output_types=types(outputs, output_positions),
     )
 
 

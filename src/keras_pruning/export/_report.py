@@ -207,8 +207,21 @@ def write_report(result, path, *, overwrite=False):
     """Writes the dict `result` of `report` into the folder `path`, as
     `report.json` and `report.md`, each atomically."""
     json_path, markdown_path = report_files(path)
-    write_atomic(json_path, json.dumps(result, indent=2) + "\n", overwrite=overwrite)
+    text = json.dumps(_finite_or_none(result), indent=2, allow_nan=False)
+    write_atomic(json_path, text + "\n", overwrite=overwrite)
     write_atomic(markdown_path, format_markdown(result), overwrite=overwrite)
+
+
+def _finite_or_none(value):
+    """`value` with NaN and infinite floats replaced by None: JSON has no
+    such numbers (a model whose outputs overflow has infinite errors)."""
+    if isinstance(value, dict):
+        return {key: _finite_or_none(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _cost(model, baseline):

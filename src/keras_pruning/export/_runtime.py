@@ -155,6 +155,12 @@ def _as_inputs(x, name="x"):
             f"`{name}` must hold at least one sample, with the same number of "
             f"samples for every input. Received: shapes {[a.shape for a in arrays]}"
         )
+    if any(a.dtype.kind in "fc" and not np.isfinite(a).all() for a in arrays):
+        raise ValueError(
+            f"`{name}` must hold finite numbers: NaN or infinity has no int8 "
+            "value, and makes errors and agreement meaningless. Received: NaN "
+            "or infinity"
+        )
     # Integer inputs (token ids) stay integers; the rest is quantized from float32.
     return [a if a.dtype.kind in "iu" else a.astype("float32") for a in arrays]
 
