@@ -200,11 +200,9 @@ class UpdatePruningStep(_CountingTrainedBatches):
         self._step_read = False
         self._updated = False
         self._pending = []
-        self._masks_set_for_step = None
+        self._updated_before_batch = False
 
     def set_model(self, model):
-        if model is not self.model:
-            self._masks_set_for_step = None
         super().set_model(model)
         self._wrappers = None
 
@@ -309,6 +307,7 @@ class UpdatePruningStep(_CountingTrainedBatches):
         if self._wrappers is None:
             self.on_train_begin()
         self._batch_begun()
+        self._updated_before_batch = self._updated
         self._apply_pending()
         if not self._step_read:
             self._step = self._model_step()
@@ -325,10 +324,6 @@ class UpdatePruningStep(_CountingTrainedBatches):
         self._step += 1
         for wrapper in self._wrappers:
             wrapper._set_step(self._step)
-        if self._step == self._masks_set_for_step:
-            # Set by a batch that began but never trained (on_epoch_end).
-            self._masks_set_for_step = None
-            return
         self._pending.extend((u, self._step) for u in self._units if not u.built)
         updated = self._update([(u, self._step) for u in self._units if u.built])
         # Channel groups span layers: one update for the whole model.
@@ -343,12 +338,13 @@ class UpdatePruningStep(_CountingTrainedBatches):
         del epoch, logs, batch
         self._apply_pending()
         if self._untrained_batch():
-            # Its step is taken back; masks it set stay, and serve the next
-            # step, which takes its number.
+            # Its step is taken back, and the next batch, which takes its
+            # number, sets that step's masks again: on JAX, the trainer has
+            # written back the state from before this batch began.
             self._step -= 1
             for wrapper in self._wrappers:
                 wrapper._set_step(self._step)
-            self._masks_set_for_step = self._step + 1
+            self._updated = self._updated_before_batch
 
     def on_train_end(self, logs=None):
         self._apply_pending()
