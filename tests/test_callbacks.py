@@ -325,6 +325,14 @@ def _sharing_a_path():
         lambda: keras.Sequential(
             [
                 keras.Input((8,)),
+                # JAX's gradient of |w| at 0 is 1.
+                keras.layers.Dense(16, kernel_regularizer=keras.regularizers.L1(0.01)),
+                keras.layers.Dense(3),
+            ]
+        ),
+        lambda: keras.Sequential(
+            [
+                keras.Input((8,)),
                 keras.layers.Dense(16, kernel_constraint=keras.constraints.MaxNorm(1)),
                 keras.layers.Dense(3),
             ]

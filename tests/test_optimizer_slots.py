@@ -231,6 +231,23 @@ def test_which_optimizers_hold_pruned_weights_at_zero(optimizer, holds):
 
 
 @pytest.mark.parametrize(
+    ("regularizer", "holds"),
+    [
+        (None, True),
+        (keras.regularizers.L2(0.01), True),
+        (keras.regularizers.L1L2(l1=0.0, l2=0.01), True),
+        (keras.regularizers.L1(0.01), False),  # JAX: d|w|/dw = 1 at 0
+        (keras.regularizers.L1L2(l1=0.01, l2=0.01), False),
+    ],
+)
+def test_only_regularizers_flat_at_zero_keep_weights_held(regularizer, holds):
+    layer = keras.layers.Dense(4, kernel_regularizer=regularizer)
+    layer.build((None, 3))
+    optimizer = keras.optimizers.SGD()
+    assert holds_pruned_weights_at_zero(optimizer, [layer.kernel]) is holds
+
+
+@pytest.mark.parametrize(
     "optimizer",
     [
         lambda: keras.optimizers.Ftrl(0.5),

@@ -102,11 +102,13 @@ def _cleared(slots, masks, smallest):
     ]
 
 
-_ZERO_KEEPING_REGULARIZERS = (
-    keras.regularizers.L1,
-    keras.regularizers.L2,
-    keras.regularizers.L1L2,
-)
+def _zero_keeping(regularizer):
+    """Whether `regularizer`'s gradient is 0 at a weight of 0 on every
+    backend: none, or L2 (JAX's gradient of `|w|` at 0 is 1, so not L1)."""
+    return regularizer is None or (
+        type(regularizer) in (keras.regularizers.L2, keras.regularizers.L1L2)
+        and not getattr(regularizer, "l1", 0.0)
+    )
 
 
 def holds_pruned_weights_at_zero(optimizer, weights):
@@ -119,7 +121,7 @@ def holds_pruned_weights_at_zero(optimizer, weights):
     (`use_ema`, which writes the average into them) or gradient accumulation
     (sums from before a mask update are applied after it), and for weights
     that nothing else moves: no constraint, no regularizer whose gradient at
-    0 may not be 0 (L1, L2 and L1L2 have 0 there), no two sharing a path
+    0 may not be 0 (only L2 has 0 there on every backend), no two sharing a path
     (they would share the slot names `clear_pruned_moments` looks up). False
     otherwise: `None`, Ftrl (its weights follow an accumulator), Muon (it
     mixes the entries of an update), other optimizers.
@@ -137,8 +139,7 @@ def holds_pruned_weights_at_zero(optimizer, weights):
         and len(set(paths)) == len(paths)
         and all(
             getattr(w, "constraint", None) is None
-            and type(getattr(w, "regularizer", None))
-            in (type(None),) + _ZERO_KEEPING_REGULARIZERS
+            and _zero_keeping(getattr(w, "regularizer", None))
             for w in weights
         )
     )

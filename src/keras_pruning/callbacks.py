@@ -166,7 +166,7 @@ class UpdatePruningStep(_CountingTrainedBatches):
             gradient and zero first moments at 0 (Keras's Adam, AdamW, Nadam,
             Adamax, Lion, RMSprop, SGD, Adagrad or Adadelta, without
             `use_ema` or gradient accumulation), and no pruned weight has a
-            constraint or a regularizer other than L1/L2, pruned weights are
+            constraint or a regularizer other than L2, pruned weights are
             held at exactly 0 during training (set, with their first
             moments, at the first batch, and by every mask update), and each
             training step masks only their gradients, skipping the product
