@@ -130,6 +130,28 @@ def test_errors_print_one_line_and_exit_2(saved, capsys, args, message):
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
+def test_bad_files_and_models_exit_2_before_printing(saved, tmp_path, capsys):
+    import keras
+
+    (tmp_path / "corrupt.keras").write_bytes(b"not a zip archive")
+    np.save(tmp_path / "scalar.npy", np.float32(1.0))
+    keras.Sequential([keras.layers.Dense(2)]).save(tmp_path / "unbuilt.keras")
+    cases = [
+        (["report", f"{tmp_path}/corrupt.keras"], "not a .keras (zip) archive"),
+        (
+            ["export", f"{saved}/cnn.keras", "--out", f"{tmp_path}/o"]
+            + ["--calibration", f"{tmp_path}/scalar.npy"],
+            "must hold one array of samples",
+        ),
+        (["report", f"{tmp_path}/unbuilt.keras"], "not built"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_console_script_bad_flag_exits_nonzero_without_traceback(saved):
     result = subprocess.run(
         [sys.executable, "-m", "keras_pruning.cli", "export", "--target", "gpu"],

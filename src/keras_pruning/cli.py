@@ -12,6 +12,7 @@ unless given `--force`.
 import argparse
 import os
 import sys
+import zipfile
 
 import numpy as np
 
@@ -61,6 +62,8 @@ def _load_model(path):
         raise _UsageError(f"model file not found: {path}")
     if not path.endswith(".keras"):
         raise _UsageError(f"model must be a .keras file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise _UsageError(f"cannot load {path}: not a .keras (zip) archive")
     try:
         return keras.models.load_model(path)
     except Exception as error:
@@ -73,9 +76,14 @@ def _load_calibration(path):
     if not os.path.isfile(path):
         raise _UsageError(f"calibration file not found: {path}")
     try:
-        return np.load(path, allow_pickle=False)
+        calibration = np.load(path, allow_pickle=False)
     except Exception as error:
         raise _UsageError(f"cannot read {path} as a .npy array: {error}") from None
+    if not isinstance(calibration, np.ndarray) or calibration.ndim == 0:
+        raise _UsageError(
+            f"{path} must hold one array of samples, batch first (a .npy file)"
+        )
+    return calibration
 
 
 def _export(args):
@@ -131,14 +139,18 @@ def _report(args):
     import keras_pruning
 
     model = _load_model(args.model)
-    rows = keras_pruning.sparsity_report(model)
+    baseline = _load_model(args.baseline) if args.baseline else model
+    # Everything that can fail is done before anything is printed.
+    try:
+        rows = keras_pruning.sparsity_report(model)
+        compared = keras_pruning.compare_cost(baseline, model)
+    except (TypeError, ValueError) as error:
+        raise _UsageError(str(error)) from None
     width = max([len(r.weight) for r in rows] + [6])
     print(f"{'weight':<{width}}  {'shape':>16}  {'nonzeros':>12}  sparsity")
     for r in rows:
         shape = "x".join(map(str, r.shape))
         print(f"{r.weight:<{width}}  {shape:>16}  {r.nonzeros:>12,}  {r.sparsity:8.1%}")
-    baseline = _load_model(args.baseline) if args.baseline else model
-    compared = keras_pruning.compare_cost(baseline, model)
     print()
     print(f"{'layer':<{width}}  {'channels':>13}  {'parameters':>21}  {'MACs':>25}")
     for row in compared["layers"]:
