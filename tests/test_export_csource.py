@@ -60,6 +60,13 @@ def test_writes_compilable_aligned_array(micro_file, tmp_path):
         ("RELU6", "AddRelu6"),
         ("TFLM_DECODE", "AddDecode"),
         ("BATCH_MATMUL", "AddBatchMatMul"),
+        # Names in TFLM's micro_mutable_op_resolver.h that the rule misses.
+        ("PADV2", "AddPadV2"),
+        ("CUMSUM", "AddCumSum"),
+        ("UNIDIRECTIONAL_SEQUENCE_LSTM", "AddUnidirectionalSequenceLSTM"),
+        ("LOG_SOFTMAX", "AddLogSoftmax"),
+        ("RESIZE_NEAREST_NEIGHBOR", "AddResizeNearestNeighbor"),
+        ("L2_POOL_2D", "AddL2Pool2D"),
     ],
 )
 def test_resolver_method_names(operator, method):

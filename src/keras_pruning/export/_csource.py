@@ -10,8 +10,11 @@ from keras_pruning.export._flatbuffer import model_info
 # builtin operator's name by CamelCasing its words.
 _RESOLVER_EXCEPTIONS = {
     "BATCH_MATMUL": "AddBatchMatMul",
-    "TFLM_DECODE": "AddDecode",
+    "CUMSUM": "AddCumSum",
     "LOG_SOFTMAX": "AddLogSoftmax",
+    "PADV2": "AddPadV2",
+    "TFLM_DECODE": "AddDecode",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
 }
 
 
