@@ -46,7 +46,7 @@ def main(argv=None):
         0.0,
         0.9,
         begin_step=0,
-        end_step=steps_per_epoch * (args.epochs - 1),
+        end_step=steps_per_epoch * max(1, args.epochs - 1),
         frequency=50,
     )
     pruned = kp.prune_low_magnitude(model, schedule)

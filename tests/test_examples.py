@@ -182,10 +182,11 @@ def test_tfmot_migration(fashion_mnist_dir):
     assert 0.0 <= accuracy <= 1.0
 
 
-def test_custom_training_loop(fashion_mnist_dir):
+@pytest.mark.parametrize("epochs", ["1", "2"])
+def test_custom_training_loop(fashion_mnist_dir, epochs):
     module = example("custom_training_loop")
     final, accuracy, sparsity = module.main(
-        ["--train-samples", "256", "--epochs", "2", "--data", fashion_mnist_dir]
+        ["--train-samples", "256", "--epochs", epochs, "--data", fashion_mnist_dir]
     )
     assert list(sparsity.values()) == [pytest.approx(0.9, abs=1e-3)] * 2
     assert 0.0 <= accuracy <= 1.0
