@@ -184,6 +184,30 @@ def test_an_int8_request_that_gives_a_float_file_raises(cnn, monkeypatch):
         to_tflite(pruned, quantize="int8", representative_data=x[:8])
 
 
+def test_int8_micro_refuses_a_recurrent_loop_and_runs_it_unrolled():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 6, 4)).astype("float32")
+
+    def lstm_model(unroll):
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [
+                keras.Input((6, 4)),
+                keras.layers.LSTM(8, unroll=unroll, name="lstm"),
+                keras.layers.Dense(3),
+            ]
+        )
+
+    with pytest.raises(ValueError, match="layer 'lstm' of class LSTM"):
+        to_tflite(
+            lstm_model(False), quantize="int8", representative_data=x, target="micro"
+        )
+    unrolled = lstm_model(True)
+    data = to_tflite(unrolled, quantize="int8", representative_data=x, target="micro")
+    result = verify(data, unrolled, x[:8], runtime="micro")
+    assert result.max_abs_error < 0.1
+
+
 def test_model_without_inputs_is_rejected():
     class Net(keras.Model):
         def call(self, x):

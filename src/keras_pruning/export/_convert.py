@@ -205,12 +205,14 @@ def to_tflite(
         The flatbuffer, as bytes.
 
     Raises:
-        TypeError, ValueError: for invalid arguments, naming the argument.
+        TypeError, ValueError: for invalid arguments, naming the argument
+            (NaN or infinity in int8 calibration data; a recurrent layer
+            that runs as a loop in an int8 TFLite Micro file).
         FileExistsError: if `path` exists and `overwrite` is False.
         RuntimeError: on a Keras backend other than TensorFlow (save the
             model, load it with `KERAS_BACKEND=tensorflow`, export), if the
-            converter fails, or if TFLite Micro cannot load a `target="micro"`
-            file.
+            converter fails (or gives an `"int8"` request non-int8 inputs or
+            outputs), or if TFLite Micro cannot load a `target="micro"` file.
 
     Examples:
         >>> data = to_tflite(pruned, quantize="int8", representative_data=x[:200],
@@ -222,6 +224,8 @@ def to_tflite(
     import tensorflow as tf
 
     plain = strip_pruning(model) if pruning_wrappers(model) else model
+    if target == "micro" and quantize == "int8":
+        _check_no_recurrent_loop(plain)
     plain = _float32_compute(plain)
     batch = 1 if target == "micro" else None
     specs = [
@@ -245,6 +249,21 @@ def to_tflite(
     if path is not None:
         write_atomic(path, data, overwrite=overwrite)
     return data
+
+
+def _check_no_recurrent_loop(model):
+    """ValueError for a recurrent layer that runs as a loop: TensorFlow's
+    converter crashes the Python process (a segmentation fault, TensorFlow
+    2.21) when it calibrates such a loop for an int8 TFLite Micro file."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.RNN) and not layer.unroll:
+            raise ValueError(
+                "An int8 TFLite Micro file cannot hold a recurrent layer that "
+                "runs as a loop: TensorFlow's converter crashes the process "
+                "while calibrating it. Build the layer with `unroll=True` (and a "
+                "fixed sequence length), or export float32 for TFLite Micro. "
+                f"Received: layer {layer.name!r} of class {type(layer).__name__}"
+            )
 
 
 def _is_mixed(policy):
