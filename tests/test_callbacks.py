@@ -70,6 +70,26 @@ def test_batch_that_never_trains_takes_no_step():
         assert row.sparsity == pytest.approx(0.5, abs=0.02)
 
 
+def test_a_loop_that_reports_no_batch_ends_takes_every_step():
+    # A custom loop through a CallbackList with params, one batch per epoch,
+    # calling on_train_batch_begin and on_epoch_end only.
+    x, y = _data()
+    model = _compiled(kp.ConstantSparsity(0.5, begin_step=3, frequency=100))
+    callbacks = keras.callbacks.CallbackList(
+        [kp.UpdatePruningStep()], model=model, epochs=4, steps=1
+    )
+    callbacks.on_train_begin()
+    for epoch in range(4):
+        callbacks.on_epoch_begin(epoch)
+        callbacks.on_train_batch_begin(0)
+        model.train_on_batch(x, y)
+        callbacks.on_epoch_end(epoch)
+    callbacks.on_train_end()
+    assert [w.pruning_step for w in kp.pruning_wrappers(model)] == [4, 4]
+    for row in kp.sparsity_report(model):
+        assert row.sparsity == pytest.approx(0.5, abs=0.02)
+
+
 def test_masks_update_only_on_schedule_steps():
     x, y = _data(n=40)
     model = _compiled(

@@ -110,8 +110,10 @@ class _CountingTrainedBatches(keras.callbacks.Callback):
 
     When data of unknown length runs out, `fit` on JAX and TensorFlow calls
     `on_train_batch_begin` once more than it trains (so does any backend when
-    `steps_per_epoch` outlasts the data). Subclasses call `_batch_begun()` in
-    `on_train_batch_begin`, and `_untrained_batch()` in `on_epoch_end`.
+    `steps_per_epoch` outlasts the data). Subclasses call `_start_counting()`
+    in `on_train_begin`, `_batch_begun()` in `on_train_batch_begin`, and
+    `_untrained_batch()` in `on_epoch_end`. A custom loop that never calls
+    `on_train_batch_end` has no batch found untrained.
     """
 
     # `on_train_batch_end` only counts: Keras may call it from another
@@ -121,7 +123,11 @@ class _CountingTrainedBatches(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
+        self._start_counting()
+
+    def _start_counting(self):
         self._batches_begun = self._batches_ended = 0
+        self._ends_seen = False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._batches_begun = self._batches_ended = 0
@@ -131,11 +137,12 @@ class _CountingTrainedBatches(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches_ended += 1
+        self._ends_seen = True
 
     def _untrained_batch(self):
-        """Whether the epoch's last batch began in `fit` and never trained;
-        starts counting the next epoch."""
-        untrained = bool(self.params) and (
+        """Whether the epoch's last batch began and never trained (while the
+        ends of batches are reported); starts counting the next epoch."""
+        untrained = self._ends_seen and (
             self._batches_begun == self._batches_ended + 1
         )
         self._batches_begun = self._batches_ended = 0
@@ -149,7 +156,9 @@ class UpdatePruningStep(_CountingTrainedBatches):
     twice per batch, advances once. The first training batch is step 1; steps
     carry over across `fit()` calls and across save and load (the step is
     read at the first batch, after `BackupAndRestore` restores it, whatever
-    the order of the callbacks). Before each batch
+    the order of the callbacks; list this callback before those that save
+    the model at the end of an epoch, so that they save the step of the
+    last trained batch). Before each batch
     whose step a wrapper's schedule selects, that wrapper's masks are
     recomputed from the current weights (between steps, so on every backend).
     A model that is only built by its first training step (a Sequential
@@ -256,7 +265,7 @@ class UpdatePruningStep(_CountingTrainedBatches):
         # wrappers' step in its own on_train_begin, which may run after this.
         self._step_read = False
         self._updated = False
-        self.on_epoch_begin(None)
+        self._start_counting()
 
     def _model_step(self):
         return max(0, max(w.pruning_step for w in self._wrappers))

@@ -240,6 +240,7 @@ class RewindCheckpoint(_CountingTrainedBatches):
             self.weights = snapshot(self.model)
 
     def on_train_begin(self, logs=None):
+        self._start_counting()
         self._take()
 
     def on_train_batch_begin(self, batch, logs=None):
