@@ -148,6 +148,8 @@ def test_accuracy_reads_one_hot_labels_and_a_single_probability():
     assert accuracy(np.eye(3)[[0, 2]], logits) == 0.5
     assert accuracy(np.array([1, 0, 1]), np.array([[0.9], [0.2], [0.4]])) == 2 / 3
     assert accuracy(np.array([1, 0, 1]), np.array([0.9, 0.2, 0.4])) == 2 / 3
+    per_step = np.stack([logits, logits[::-1]])  # (2 sequences, 2 steps, 3)
+    assert accuracy(np.array([[0, 2], [1, 1]]), per_step) == 0.5
 
 
 def test_a_nan_score_is_out_of_budget():

@@ -184,6 +184,22 @@ def test_an_int8_request_that_gives_a_float_file_raises(cnn, monkeypatch):
         to_tflite(pruned, quantize="int8", representative_data=x[:8])
 
 
+class _ClassIds(keras.layers.Layer):
+    def call(self, logits):
+        import tensorflow as tf  # keras.ops.argmax needs flex ops in TFLite
+
+        return tf.math.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def test_int8_keeps_integer_outputs_integers(cnn):
+    _, x, _ = cnn
+    inputs = keras.Input((28, 28, 1))
+    logits = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, [logits, _ClassIds()(logits)])
+    data = to_tflite(model, quantize="int8", representative_data=x[:16])
+    assert model_info(data).output_types == ("INT8", "INT32")
+
+
 def test_int8_micro_refuses_a_recurrent_loop_and_runs_it_unrolled():
     rng = np.random.default_rng(0)
     x = rng.random((32, 6, 4)).astype("float32")

@@ -119,6 +119,7 @@ def _metric_function(metric):
                 predicted = y_pred.argmax(-1)
                 if y_true.ndim == y_pred.ndim and y_true.shape[-1] == y_pred.shape[-1]:
                     y_true = y_true.argmax(-1)
+            predicted = predicted.reshape(-1)
             if y_true.size != predicted.size:
                 raise ValueError(
                     '`metric="accuracy"` needs one label (a class index, or a '

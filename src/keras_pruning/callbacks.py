@@ -142,9 +142,7 @@ class _CountingTrainedBatches(keras.callbacks.Callback):
     def _untrained_batch(self):
         """Whether the epoch's last batch began and never trained (while the
         ends of batches are reported); starts counting the next epoch."""
-        untrained = self._ends_seen and (
-            self._batches_begun == self._batches_ended + 1
-        )
+        untrained = self._ends_seen and (self._batches_begun == self._batches_ended + 1)
         self._batches_begun = self._batches_ended = 0
         return untrained
 

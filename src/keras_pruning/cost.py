@@ -51,6 +51,15 @@ def _channels_last(layer, shape):
     return shape
 
 
+def _channels(layer, out_shape):
+    """The size of the channel axis of `out_shape` (without the batch axis)."""
+    from keras_pruning.structured._graph import _unwrap
+
+    if isinstance(layer, layers.TimeDistributed):
+        return _channels(_unwrap(layer.layer), out_shape[1:])
+    return int(_channels_last(layer, out_shape)[-1]) if out_shape else 1
+
+
 def _macs(layer, in_shape, out_shape):
     """MACs of one call from shapes without the batch axis."""
     from keras_pruning.structured._graph import _unwrap
@@ -153,7 +162,7 @@ def model_cost(model):
             kind=type(layer).__name__,
             params=int(layer.count_params()) if layer.built else 0,
             macs=int(macs),
-            channels=int(_channels_last(layer, out_shape)[-1]) if out_shape else 1,
+            channels=_channels(layer, out_shape),
         )
     return list(rows.values())
 

@@ -243,7 +243,7 @@ def to_tflite(
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         data = _convert(converter, quantize, sparse, calibration, model.name)
     if quantize == "int8":
-        _check_int8(data, specs, model.name)
+        _check_int8(data, specs, plain.outputs, model.name)
     if target == "micro":
         _check_micro(data)
     if path is not None:
@@ -353,13 +353,23 @@ def _convert(converter, quantize, sparse, calibration, name):
         ) from error
 
 
-def _check_int8(data, specs, name):
-    """RuntimeError unless the float inputs and the outputs of a full-integer
-    file are int8, as the converter was asked."""
+def _check_int8(data, specs, outputs, name):
+    """RuntimeError unless the float inputs and float outputs of a
+    full-integer file are int8, as the converter was asked (integer ones,
+    token ids or class ids, stay integers)."""
     info = model_info(data)
-    floats = [spec.dtype.is_floating for spec in specs]
-    inputs = [t for t, f in zip(info.input_types, floats, strict=True) if f]
-    if any(t != "INT8" for t in [*inputs, *info.output_types]):
+    input_floats = [spec.dtype.is_floating for spec in specs]
+    output_floats = [keras.backend.is_float_dtype(tensor.dtype) for tensor in outputs]
+    types = [
+        t
+        for t, f in zip(
+            info.input_types + info.output_types,
+            input_floats + output_floats,
+            strict=True,
+        )
+        if f
+    ]
+    if any(t != "INT8" for t in types):
         raise RuntimeError(
             f"The TFLite converter did not quantize model {name!r} to int8: its "
             f"inputs are {list(info.input_types)} and its outputs "
