@@ -63,10 +63,10 @@ def test_time_distributed_counts_its_layer_once_per_step():
     distributed = L.TimeDistributed(L.Dense(4), name="td")
     (row,) = kp.model_cost(keras.Model(inputs, distributed(inputs)))
     assert row.macs == 5 * 8 * 4 and row.channels == 4
-    frames = keras.Input((5, 3, 6, 6))  # channels first
+    frames = keras.Input((5, 3, 7, 9))  # channels first
     conv = L.TimeDistributed(L.Conv2D(4, 3, data_format="channels_first"))
     (row,) = kp.model_cost(keras.Model(frames, conv(frames)))
-    assert row.macs == 5 * (4 * 4 * 4) * (3 * 3 * 3) and row.channels == 4
+    assert row.macs == 5 * (4 * 5 * 7) * (3 * 3 * 3) and row.channels == 4
 
 
 def test_shared_layer_counts_its_params_once_and_its_macs_per_call():
