@@ -44,30 +44,25 @@ def _prod(values):
     return math.prod(int(v) for v in values)
 
 
-def _channels_last(layer, shape):
-    """`shape` (without the batch axis) with the layer's channels last."""
-    if getattr(layer, "data_format", None) == "channels_first" and shape:
-        return shape[1:] + shape[:1]
-    return shape
-
-
-def _channels(layer, out_shape):
-    """The size of the channel axis of `out_shape` (without the batch axis)."""
-    from keras_pruning.structured._graph import _unwrap
-
+def _per_step(layer, in_shape, out_shape):
+    """`(layer, in_shape, out_shape, steps)`: the layer that computes, its
+    shapes (without the batch axis) with channels last, and how many times
+    one call runs it (a `TimeDistributed` runs its layer once per step)."""
     if isinstance(layer, layers.TimeDistributed):
-        return _channels(_unwrap(layer.layer), out_shape[1:])
-    return int(_channels_last(layer, out_shape)[-1]) if out_shape else 1
+        from keras_pruning.structured._graph import _unwrap
+
+        inner, inner_in, inner_out, steps = _per_step(
+            _unwrap(layer.layer), in_shape[1:], out_shape[1:]
+        )
+        return inner, inner_in, inner_out, int(in_shape[0]) * steps
+    if getattr(layer, "data_format", None) == "channels_first":
+        in_shape = in_shape[1:] + in_shape[:1]
+        out_shape = out_shape[1:] + out_shape[:1]
+    return layer, in_shape, out_shape, 1
 
 
 def _macs(layer, in_shape, out_shape):
-    """MACs of one call from shapes without the batch axis."""
-    from keras_pruning.structured._graph import _unwrap
-
-    if isinstance(layer, layers.TimeDistributed):  # the same layer per step
-        return in_shape[0] * _macs(_unwrap(layer.layer), in_shape[1:], out_shape[1:])
-    in_shape = _channels_last(layer, in_shape)
-    out_shape = _channels_last(layer, out_shape)
+    """MACs of one call from channels-last shapes without the batch axis."""
     if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
         spatial = _prod(out_shape[:-1])
         mid = in_shape[-1] * layer.depth_multiplier
@@ -152,7 +147,8 @@ def model_cost(model):
                 f"{out_shape}; MACs need static shapes. Build the model with a "
                 "fixed `keras.Input(shape)`."
             )
-        macs = _macs(layer, in_shape, out_shape)
+        inner, in_last, out_last, steps = _per_step(layer, in_shape, out_shape)
+        macs = steps * _macs(inner, in_last, out_last)
         if id(layer) in rows:  # a shared layer: its calls add up
             row = rows[id(layer)]
             rows[id(layer)] = dataclasses.replace(row, macs=row.macs + macs)
@@ -162,7 +158,7 @@ def model_cost(model):
             kind=type(layer).__name__,
             params=int(layer.count_params()) if layer.built else 0,
             macs=int(macs),
-            channels=_channels(layer, out_shape),
+            channels=int(out_last[-1]) if out_last else 1,
         )
     return list(rows.values())
 
