@@ -242,10 +242,12 @@ def to_tflite(
         _export_inference_saved_model(plain, specs, saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         data = _convert(converter, quantize, sparse, calibration, model.name)
+    if quantize == "int8" or target == "micro":
+        info = model_info(data)  # read once for both checks
     if quantize == "int8":
-        _check_int8(data, specs, plain.outputs, model.name)
+        _check_int8(info, specs, plain.outputs, model.name)
     if target == "micro":
-        _check_micro(data)
+        _check_micro(data, info)
     if path is not None:
         write_atomic(path, data, overwrite=overwrite)
     return data
@@ -353,23 +355,15 @@ def _convert(converter, quantize, sparse, calibration, name):
         ) from error
 
 
-def _check_int8(data, specs, outputs, name):
+def _check_int8(info, specs, outputs, name):
     """RuntimeError unless the float inputs and float outputs of a
-    full-integer file are int8, as the converter was asked (integer ones,
-    token ids or class ids, stay integers)."""
-    info = model_info(data)
-    input_floats = [spec.dtype.is_floating for spec in specs]
-    output_floats = [keras.backend.is_float_dtype(tensor.dtype) for tensor in outputs]
-    types = [
-        t
-        for t, f in zip(
-            info.input_types + info.output_types,
-            input_floats + output_floats,
-            strict=True,
-        )
-        if f
+    full-integer file (its `ModelInfo`) are int8, as the converter was asked
+    (integer ones, token ids or class ids, stay integers)."""
+    floats = [spec.dtype.is_floating for spec in specs] + [
+        keras.backend.is_float_dtype(tensor.dtype) for tensor in outputs
     ]
-    if any(t != "INT8" for t in types):
+    types = info.input_types + info.output_types
+    if any(f and t != "INT8" for t, f in zip(types, floats, strict=True)):
         raise RuntimeError(
             f"The TFLite converter did not quantize model {name!r} to int8: its "
             f"inputs are {list(info.input_types)} and its outputs "
@@ -377,8 +371,7 @@ def _check_int8(data, specs, outputs, name):
         )
 
 
-def _check_micro(data):
-    info = model_info(data)
+def _check_micro(data, info):
     if info.sparse_tensors:
         raise RuntimeError(
             f"The converter produced sparse tensors {info.sparse_tensors}, which "
