@@ -17,6 +17,7 @@ from keras_pruning._files import check_overwrite, check_path, write_atomic
 from keras_pruning.masks import apply_mask, magnitude_mask
 from keras_pruning.oneshot import _selected_layers
 from keras_pruning.prune import (
+    _check_built,
     _check_selected_names,
     _is_graph_model,
     _selection,
@@ -228,11 +229,7 @@ def sensitivity(
             f"Model {model.name!r} holds PruneLowMagnitude layers: analyse the "
             "model before pruning, or `strip_pruning(model)` first."
         )
-    if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built: give it a `keras.Input` or call "
-            "`model.build(input_shape)` first."
-        )
+    _check_built(model)
     x, y = _check_data(data)
     sparsities = _check_sparsities(sparsities)
     metric_name, metric_fn = _metric_function(metric)

@@ -15,6 +15,7 @@ from keras_pruning.masks import (
     m_by_n_mask,
 )
 from keras_pruning.prune import (
+    _check_built,
     _check_global_args,
     _check_selected_names,
     _clone_uncompiled,
@@ -153,11 +154,7 @@ def prune_to_sparsity(
             f"Model {model.name!r} holds PruneLowMagnitude layers: call "
             "`strip_pruning(model)` first."
         )
-    if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built: give it a `keras.Input` or call "
-            "`model.build(input_shape)` first."
-        )
+    _check_built(model)
     select = _selection(layers, None)
     _check_selected_names(model, layers, sparsity_bounds)
     copy = _clone_uncompiled(model)

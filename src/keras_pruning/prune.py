@@ -445,6 +445,15 @@ def _selection(layers, pruning_schedule):
     return lambda layer: schedule if any(m(layer) for m in matchers) else None
 
 
+def _check_built(model):
+    """ValueError for a model without weights yet."""
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built: give it a `keras.Input` or call "
+            "`model.build(input_shape)` first."
+        )
+
+
 def _check_unpruned_graph_model(model):
     if not _is_graph_model(model):
         raise _subclassed_model_error(model)
